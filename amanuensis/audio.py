@@ -1,0 +1,181 @@
+"""Audio decoding and Whisper's log-mel frontend, in numpy.
+
+The numerics follow openai/whisper's ``audio.py`` exactly: a periodic Hann window, centred
+STFT with reflect padding, power spectrum without the last frame, Slaney-normalised mel
+filters, ``log10`` clamped at 1e-10, a floor 8 below the maximum, then ``(x + 4) / 4``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_RATE = 16000  # Hz: every model input is resampled to this
+N_FFT = 400  # samples per STFT window (25 ms)
+HOP_LENGTH = 160  # samples between frames (10 ms)
+CHUNK_LENGTH = 30  # seconds of audio per encoder window
+N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480000 samples in one window
+N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames in one window
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames per second
+N_SAMPLES_PER_TOKEN = HOP_LENGTH * 2  # the encoder's conv stride halves the frame rate
+LOG_CLAMP = 1e-10  # floor on mel power before log10
+DYNAMIC_RANGE = 8.0  # log10 units kept below the maximum (80 dB)
+_STFT_BLOCK_FRAMES = 4096  # frames per FFT block: bounds memory on hour-long files
+
+
+class AudioError(ValueError):
+    """Input that cannot be turned into speech samples; the message is for the user."""
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """Mono float32 samples at SAMPLE_RATE, plus what the file originally was."""
+
+    samples: np.ndarray  # shape (n,), float32 in [-1, 1]
+    source_rate: int  # Hz of the file before resampling
+    source_channels: int  # channels before down-mixing
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+
+def resample(samples: np.ndarray, source_rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """High-quality resampling with soxr (librosa's default backend)."""
+    if source_rate == target_rate:
+        return samples.astype(np.float32, copy=False)
+    import soxr
+
+    return soxr.resample(samples, source_rate, target_rate, quality="HQ").astype(np.float32)
+
+
+def _read_with_soundfile(path: Path) -> tuple[np.ndarray, int] | None:
+    import soundfile as sf
+
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        return None
+    return data, rate
+
+
+def _read_with_librosa(path: Path) -> tuple[np.ndarray, int] | None:
+    """Fallback for containers libsndfile cannot open (e.g. m4a via audioread/ffmpeg)."""
+    try:
+        import warnings
+
+        import librosa
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data, rate = librosa.load(str(path), sr=None, mono=False, dtype=np.float32)
+    except Exception:  # noqa: BLE001 - any backend failure means "not decodable"
+        return None
+    data = np.atleast_2d(data).T  # librosa gives (channels, n)
+    return data, int(rate)
+
+
+def load_audio(path: str | os.PathLike[str]) -> DecodedAudio:
+    """Decode a wav/flac/ogg/mp3 file to mono 16 kHz float32, or raise AudioError."""
+    path = Path(path)
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, not an audio file")
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: file is empty")
+    decoded = _read_with_soundfile(path) or _read_with_librosa(path)
+    if decoded is None:
+        raise AudioError(f"{path}: not a readable audio file (corrupt, truncated or unsupported)")
+    data, rate = decoded
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: contains no audio samples")
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    return DecodedAudio(resample(mono, rate), rate, data.shape[1])
+
+
+def hann_window(length: int = N_FFT) -> np.ndarray:
+    """Periodic Hann window, as torch.hann_window(length) uses."""
+    n = np.arange(length)
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * n / length)
+
+
+def _hz_to_mel(freqs: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
+    f_sp = 200.0 / 3
+    mels = freqs / f_sp
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    above = freqs >= min_log_hz
+    mels = np.where(above, min_log_mel + np.log(np.maximum(freqs, 1e-12) / min_log_hz) / logstep, mels)
+    return mels
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    f_sp = 200.0 / 3
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    logstep = np.log(6.4) / 27.0
+    freqs = f_sp * mels
+    return np.where(mels >= min_log_mel, min_log_hz * np.exp(logstep * (mels - min_log_mel)), freqs)
+
+
+def mel_filters(n_mels: int, sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT) -> np.ndarray:
+    """Triangular Slaney-normalised mel filterbank, shape (n_mels, n_fft // 2 + 1)."""
+    fft_freqs = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
+    mel_points = np.linspace(_hz_to_mel(np.array(0.0)), _hz_to_mel(np.array(sample_rate / 2.0)), n_mels + 2)
+    hz_points = _mel_to_hz(mel_points)
+    widths = np.diff(hz_points)
+    ramps = hz_points[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (hz_points[2:] - hz_points[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
+def _power_spectrogram(samples: np.ndarray) -> np.ndarray:
+    """|STFT|² of centred frames, dropping the last frame like Whisper; (n_fft//2+1, frames)."""
+    padded = np.pad(samples.astype(np.float64), N_FFT // 2, mode="reflect")
+    n_frames = 1 + (len(padded) - N_FFT) // HOP_LENGTH
+    n_keep = n_frames - 1
+    frames_view = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH]
+    window = hann_window()
+    power = np.empty((N_FFT // 2 + 1, n_keep), dtype=np.float64)
+    for start in range(0, n_keep, _STFT_BLOCK_FRAMES):
+        stop = min(start + _STFT_BLOCK_FRAMES, n_keep)
+        spectrum = np.fft.rfft(frames_view[start:stop] * window, axis=-1)
+        power[:, start:stop] = (spectrum.real**2 + spectrum.imag**2).T
+    return power
+
+
+def log_mel_spectrogram(
+    samples: np.ndarray, n_mels: int = 80, padding: int = 0
+) -> np.ndarray:
+    """Whisper log-mel features of the whole signal, shape (n_mels, frames), float32.
+
+    ``padding`` zeros are appended first; transcription appends a full window (N_SAMPLES) so
+    the last window is complete. The max-8 floor is taken over the whole signal, as Whisper
+    does, so a window's features depend on the loudest part of the file.
+    """
+    if padding:
+        samples = np.pad(samples, (0, padding))
+    if len(samples) <= N_FFT // 2:
+        raise AudioError("audio is too short to analyse")
+    mel = mel_filters(n_mels).astype(np.float64) @ _power_spectrogram(samples)
+    log_spec = np.log10(np.maximum(mel, LOG_CLAMP))
+    log_spec = np.maximum(log_spec, log_spec.max() - DYNAMIC_RANGE)
+    return ((log_spec + 4.0) / 4.0).astype(np.float32)
+
+
+def pad_or_trim(mel: np.ndarray, frames: int = N_FRAMES) -> np.ndarray:
+    """Fit features to exactly ``frames`` columns: zero-pad or cut the end."""
+    if mel.shape[-1] > frames:
+        return mel[..., :frames]
+    if mel.shape[-1] < frames:
+        return np.pad(mel, [(0, 0)] * (mel.ndim - 1) + [(0, frames - mel.shape[-1])])
+    return mel

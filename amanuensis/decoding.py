@@ -1,0 +1,361 @@
+"""Decoding one 30 s window, in the spirit of openai/whisper's ``decoding.py``.
+
+``decode_window`` runs the fixed-batch decoder step by step: the prompt and start-of-
+transcript tokens first (recording the no-speech probability at <|startoftranscript|>), then
+sampled tokens shaped by logit filters (blank/suppressed tokens, timestamp rules) and chosen
+by a strategy (greedy/sampling or beam search), then ranked.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from amanuensis.runtime import CrossKV, Decoder, KVCache, ModelRuntime
+from amanuensis.tokenizer import TIMESTAMP_PRECISION_S, Tokenizer
+
+MAX_INITIAL_TIMESTAMP_S = 1.0  # the first timestamp may not be later than this
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    task: str = "transcribe"  # "transcribe" or "translate" (X → English, multilingual only)
+    language: str | None = None  # language code; None detects it (multilingual models)
+    temperature: float = 0.0  # 0 = argmax/beam search; > 0 samples
+    sample_len: int | None = None  # max tokens to generate; default half the text context
+    best_of: int | None = None  # independent samples at temperature > 0, best one kept
+    beam_size: int | None = None  # beams at temperature 0; None = greedy
+    patience: float | None = None  # beam search: finished candidates wanted = beam × patience
+    length_penalty: float | None = None  # None: rank by logprob / length; α: Google NMT penalty
+    prompt: Sequence[int] = ()  # previous-context tokens (text and timestamps), not including <|startofprev|>
+    suppress_tokens: Sequence[int] | None = (-1,)  # ids to never emit; -1 = Whisper's non-speech set
+    suppress_blank: bool = True  # forbid a blank or <|endoftext|> as the first sampled token
+    without_timestamps: bool = False  # <|notimestamps|> mode: one segment per window
+    max_initial_timestamp: float | None = MAX_INITIAL_TIMESTAMP_S  # seconds
+
+
+@dataclass(frozen=True)
+class DecodingResult:
+    tokens: list[int]  # sampled tokens, timestamps included, without <|endoftext|>
+    text: str  # decoded text of the ordinary tokens
+    language: str  # language used (given or detected)
+    avg_logprob: float  # sum of token log-probabilities / (tokens + 1)
+    no_speech_prob: float  # probability of <|nospeech|> at <|startoftranscript|>
+    temperature: float  # temperature this result was sampled at
+    compression_ratio: float  # raw / zlib-compressed text bytes: high means repetition
+    language_probs: dict[str, float] = field(default_factory=dict)  # when detected
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+# --------------------------------------------------------------------------- logit filters
+
+
+class LogitFilter:
+    """Edits logits (batch, vocab) in place given each hypothesis' sampled tokens so far."""
+
+    def apply(self, logits: np.ndarray, sampled: list[list[int]]) -> None:
+        raise NotImplementedError
+
+
+class SuppressBlank(LogitFilter):
+    """At the first sampled position, forbid a leading space or an immediate end."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.blocked = tokenizer.encode(" ") + [tokenizer.eot]
+
+    def apply(self, logits: np.ndarray, sampled: list[list[int]]) -> None:
+        if not sampled[0]:
+            logits[:, self.blocked] = -np.inf
+
+
+class SuppressTokens(LogitFilter):
+    def __init__(self, token_ids: Sequence[int]) -> None:
+        self.token_ids = list(token_ids)
+
+    def apply(self, logits: np.ndarray, sampled: list[list[int]]) -> None:
+        logits[:, self.token_ids] = -np.inf
+
+
+class ApplyTimestampRules(LogitFilter):
+    """Whisper's timestamp grammar: paired, non-decreasing, starting the window early."""
+
+    def __init__(self, tokenizer: Tokenizer, max_initial_timestamp_index: int | None) -> None:
+        self.eot = tokenizer.eot
+        self.no_timestamps = tokenizer.no_timestamps
+        self.begin = tokenizer.timestamp_begin
+        self.max_initial_timestamp_index = max_initial_timestamp_index
+
+    def apply(self, logits: np.ndarray, sampled: list[list[int]]) -> None:
+        logits[:, self.no_timestamps] = -np.inf
+        for k, seq in enumerate(sampled):
+            last_was_timestamp = len(seq) >= 1 and seq[-1] >= self.begin
+            penultimate_was_timestamp = len(seq) < 2 or seq[-2] >= self.begin
+            if last_was_timestamp:
+                if penultimate_was_timestamp:  # a pair just closed: text or end must follow
+                    logits[k, self.begin :] = -np.inf
+                else:  # an opening timestamp: no text may follow directly
+                    logits[k, : self.eot] = -np.inf
+            timestamps = [t for t in seq if t >= self.begin]
+            if timestamps:
+                # Never go back in time; a segment must have non-zero length.
+                closing_pair = last_was_timestamp and not penultimate_was_timestamp
+                last = timestamps[-1] if closing_pair else timestamps[-1] + 1
+                logits[k, self.begin : last] = -np.inf
+        if not sampled[0]:
+            logits[:, : self.begin] = -np.inf  # the window starts with a timestamp
+            if self.max_initial_timestamp_index is not None:
+                logits[:, self.begin + self.max_initial_timestamp_index + 1 :] = -np.inf
+        # Prefer a timestamp when all timestamps together outweigh the best text token.
+        logprobs = log_softmax(logits)
+        for k in range(logits.shape[0]):
+            stamp_mass = np.logaddexp.reduce(logprobs[k, self.begin :])
+            if stamp_mass > logprobs[k, : self.begin].max():
+                logits[k, : self.begin] = -np.inf
+
+
+# ------------------------------------------------------------------- decoding strategies
+
+
+class TokenChooser:
+    """Picks next tokens for every hypothesis; says which hypotheses are done."""
+
+    def reset(self) -> None:
+        """Called before each window."""
+
+    def update(self, sampled: list[list[int]], logits: np.ndarray, cache: KVCache) -> bool:
+        """Append one token to each sequence in ``sampled``; True when decoding is complete."""
+        raise NotImplementedError
+
+    def finalize(self) -> tuple[list[list[int]], list[float]]:
+        """Candidate sequences (without <|endoftext|>) and their summed log-probabilities."""
+        raise NotImplementedError
+
+
+class GreedyChooser(TokenChooser):
+    """Argmax at temperature 0, otherwise sampling; one independent sequence per batch row."""
+
+    def __init__(self, eot: int, temperature: float, batch: int, seed: int = 0) -> None:
+        self.eot = eot
+        self.temperature = temperature
+        self.batch = batch
+        self.rng = np.random.default_rng(seed)
+        self.reset()
+
+    def reset(self) -> None:
+        self.sum_logprobs = np.zeros(self.batch)
+        self.finished = np.zeros(self.batch, bool)
+        self.sequences: list[list[int]] = []
+
+    def _sample(self, logits: np.ndarray) -> np.ndarray:
+        if self.temperature == 0:
+            return logits.argmax(axis=-1)
+        probs = np.exp(log_softmax(logits / self.temperature))
+        cumulative = probs.cumsum(axis=-1)
+        draws = self.rng.random(len(probs))[:, None] * cumulative[:, -1:]
+        return (cumulative < draws).sum(axis=-1)
+
+    def update(self, sampled: list[list[int]], logits: np.ndarray, cache: KVCache) -> bool:
+        next_tokens = self._sample(logits)
+        logprobs = log_softmax(logits)
+        for k in range(self.batch):
+            if self.finished[k]:
+                next_tokens[k] = self.eot
+                continue
+            self.sum_logprobs[k] += logprobs[k, next_tokens[k]]
+            if next_tokens[k] == self.eot:
+                self.finished[k] = True
+            else:
+                sampled[k].append(int(next_tokens[k]))
+        self.sequences = sampled
+        self.next_tokens = next_tokens
+        return bool(self.finished.all())
+
+    def finalize(self) -> tuple[list[list[int]], list[float]]:
+        return [list(s) for s in self.sequences], self.sum_logprobs.tolist()
+
+
+class BeamSearchChooser(TokenChooser):
+    """Whisper's beam search: keep the best ``beam_size`` live prefixes, collect finished ones."""
+
+    def __init__(self, eot: int, beam_size: int, patience: float | None) -> None:
+        self.eot = eot
+        self.beam_size = beam_size
+        self.max_candidates = round(beam_size * (patience or 1.0))
+        if self.max_candidates <= 0:
+            raise ValueError("patience must be positive")
+        self.reset()
+
+    def reset(self) -> None:
+        self.sum_logprobs = np.zeros(self.beam_size)
+        self.finished: dict[tuple[int, ...], float] = {}
+        self.live: list[list[int]] = []
+
+    def update(self, sampled: list[list[int]], logits: np.ndarray, cache: KVCache) -> bool:
+        logprobs = log_softmax(logits)
+        candidates: dict[tuple[int, ...], tuple[float, int]] = {}
+        for k in range(self.beam_size):
+            top = np.argpartition(-logprobs[k], self.beam_size)[: self.beam_size + 1]
+            for token in top[np.argsort(-logprobs[k, top])]:
+                sequence = (*sampled[k], int(token))
+                score = self.sum_logprobs[k] + logprobs[k, token]
+                if sequence not in candidates or candidates[sequence][0] < score:
+                    candidates[sequence] = (float(score), k)
+        kept: list[tuple[tuple[int, ...], float, int]] = []
+        for sequence, (score, source) in sorted(candidates.items(), key=lambda kv: -kv[1][0]):
+            if sequence[-1] == self.eot:
+                if len(self.finished) < self.max_candidates:
+                    self.finished.setdefault(sequence[:-1], score)
+            else:
+                kept.append((sequence, score, source))
+            if len(kept) == self.beam_size:
+                break
+        order = np.array([source for _, _, source in kept])
+        cache.reorder(order)
+        for k, (sequence, score, _) in enumerate(kept):
+            sampled[k][:] = list(sequence)
+            self.sum_logprobs[k] = score
+        self.next_tokens = np.array([seq[-1] for seq, _, _ in kept])
+        self.live = [list(seq) for seq, _, _ in kept]
+        return len(self.finished) >= self.max_candidates
+
+    def finalize(self) -> tuple[list[list[int]], list[float]]:
+        finished = dict(self.finished)
+        # Ran out of length before enough beams ended: count the best live ones too.
+        for k in np.argsort(-self.sum_logprobs[: len(self.live)]):
+            if len(finished) >= self.beam_size:
+                break
+            finished.setdefault(tuple(self.live[k]), float(self.sum_logprobs[k]))
+        return [list(s) for s in finished], list(finished.values())
+
+
+def rank(sequences: list[list[int]], sum_logprobs: list[float], length_penalty: float | None) -> int:
+    """Index of the best candidate: log-probability normalised by a length penalty."""
+    scores = []
+    for seq, logprob in zip(sequences, sum_logprobs, strict=True):
+        length = len(seq)
+        penalty = length if length_penalty is None else ((5 + length) / 6) ** length_penalty
+        scores.append(logprob / max(penalty, 1e-9))
+    return int(np.argmax(scores))
+
+
+# ------------------------------------------------------------------------- the main loop
+
+
+def resolve_suppress_tokens(options: DecodingOptions, tokenizer: Tokenizer) -> list[int]:
+    ids = set(options.suppress_tokens or ())
+    if -1 in ids:
+        ids.discard(-1)
+        ids.update(tokenizer.non_speech_tokens)
+    ids.update(
+        t for t in (
+            tokenizer.transcribe, tokenizer.translate, tokenizer.sot,
+            tokenizer.sot_prev, tokenizer.sot_lm, tokenizer.no_speech,
+        )
+    )  # fmt: skip
+    return sorted(ids)
+
+
+def detect_language(
+    runtime: ModelRuntime, tokenizer: Tokenizer, cross: CrossKV
+) -> tuple[str, dict[str, float]]:
+    """Language whose token is most likely right after <|startoftranscript|>."""
+    decoder = runtime.decoder(1)
+    logits = decoder.step(np.array([tokenizer.sot]), decoder.new_cache(), cross)[0]
+    codes = list(tokenizer.language_tokens)
+    ids = np.array([tokenizer.language_tokens[c] for c in codes])
+    probs = np.exp(log_softmax(logits[ids]))
+    ranked = dict(sorted(zip(codes, probs.tolist(), strict=True), key=lambda kv: -kv[1]))
+    return next(iter(ranked)), ranked
+
+
+def _initial_tokens(options: DecodingOptions, tokenizer: Tokenizer, language: str, n_ctx: int) -> list[int]:
+    tokens = tokenizer.sot_sequence(language, options.task)
+    if options.without_timestamps:
+        tokens.append(tokenizer.no_timestamps)
+    if options.prompt:
+        prompt = list(options.prompt)[-(n_ctx // 2 - 1) :]
+        tokens = [tokenizer.sot_prev, *prompt, *tokens]
+    return tokens
+
+
+def decode_window(
+    runtime: ModelRuntime,
+    tokenizer: Tokenizer,
+    cross: CrossKV,
+    options: DecodingOptions,
+    language: str,
+    language_probs: dict[str, float] | None = None,
+) -> DecodingResult:
+    """Decode one window whose encoder output is ``cross``."""
+    dims = runtime.checkpoint.dims
+    if options.temperature == 0 and options.best_of is not None:
+        raise ValueError("best_of applies only to sampling (temperature > 0)")
+    if options.temperature > 0 and options.beam_size is not None:
+        raise ValueError("beam_size applies only at temperature 0")
+    use_beam = options.beam_size is not None and options.beam_size > 1
+    batch = options.beam_size if use_beam else (options.best_of or 1)
+    decoder: Decoder = runtime.decoder(batch)
+    cache = decoder.new_cache()
+    chooser: TokenChooser = (
+        BeamSearchChooser(tokenizer.eot, batch, options.patience)
+        if use_beam
+        else GreedyChooser(tokenizer.eot, options.temperature, batch)
+    )
+    filters: list[LogitFilter] = []
+    if options.suppress_blank:
+        filters.append(SuppressBlank(tokenizer))
+    if options.suppress_tokens:
+        filters.append(SuppressTokens(resolve_suppress_tokens(options, tokenizer)))
+    if not options.without_timestamps:
+        max_index = None
+        if options.max_initial_timestamp is not None:
+            max_index = round(options.max_initial_timestamp / TIMESTAMP_PRECISION_S)
+        filters.append(ApplyTimestampRules(tokenizer, max_index))
+
+    initial = _initial_tokens(options, tokenizer, language, dims.n_text_ctx)
+    sot_index = initial.index(tokenizer.sot)
+    sample_len = options.sample_len or dims.n_text_ctx // 2
+    no_speech_prob = float("nan")
+    logits = np.empty(0)
+    for position, token in enumerate(initial):
+        logits = decoder.step(np.full(batch, token), cache, cross)
+        if position == sot_index:
+            no_speech_prob = float(np.exp(log_softmax(logits[0])[tokenizer.no_speech]))
+
+    sampled: list[list[int]] = [[] for _ in range(batch)]
+    for _ in range(sample_len):
+        logits = logits.astype(np.float32, copy=True)
+        for logit_filter in filters:
+            logit_filter.apply(logits, sampled)
+        done = chooser.update(sampled, logits, cache)
+        if done or cache.length >= dims.n_text_ctx:
+            break
+        logits = decoder.step(chooser.next_tokens, cache, cross)
+
+    sequences, sum_logprobs = chooser.finalize()
+    best = rank(sequences, sum_logprobs, options.length_penalty)
+    tokens = sequences[best]
+    text = tokenizer.decode(tokens)
+    return DecodingResult(
+        tokens=tokens,
+        text=text,
+        language=language,
+        avg_logprob=sum_logprobs[best] / (len(tokens) + 1),
+        no_speech_prob=no_speech_prob,
+        temperature=options.temperature,
+        compression_ratio=compression_ratio(text),
+        language_probs=language_probs or {},
+    )
+

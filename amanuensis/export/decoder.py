@@ -1,0 +1,152 @@
+"""Decoder graphs.
+
+``build_decoder_step`` is the product: one token per call for a fixed batch, a fixed-size
+self-attention KV cache (``n_text_ctx`` = 448 slots) with an additive mask, and the token's
+position as an input. It returns logits and only the new token's K/V; the host writes those
+into its cache, so no cache is copied through the graph.
+
+``build_decoder_full`` recomputes a whole prefix without a cache. It exists to check the
+cached step against (tests), never for transcription.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from amanuensis.export.builder import (
+    MASKED_SCORE,
+    GraphBuilder,
+    Weights,
+    attend,
+    layer_norm,
+    linear,
+    merge_heads,
+    mlp_block,
+    scale_query,
+    split_heads,
+)
+from amanuensis.export.encoder import cross_kv_names
+from amanuensis.models import ModelDims
+
+
+def self_kv_names(layer: int) -> tuple[str, str]:
+    return f"self_k_{layer}", f"self_v_{layer}"
+
+
+def new_kv_names(layer: int) -> tuple[str, str]:
+    return f"new_k_{layer}", f"new_v_{layer}"
+
+
+def _embed(g: GraphBuilder, w: Weights, tokens: str, positions: str) -> tuple[str, str]:
+    """Token plus learned position embedding; returns (hidden, embedding matrix name)."""
+    embedding = g.weight("decoder/embeddings/weight", w["embeddings/weight"])
+    pos_table = g.weight("decoder/position_encodings", w["position_encodings/encodings"])
+    x = g.op("Gather", [embedding, tokens], "decoder/embed", axis=0)
+    pos = g.op("Gather", [pos_table, positions], "decoder/embed", axis=0)
+    return g.op("Add", [x, pos], "decoder/embed"), embedding
+
+
+def _cross_attention(g: GraphBuilder, x: str, w: Weights, layer: int, dims: ModelDims, batch: int, n_tokens: int) -> str:
+    d, h = dims.n_text_state, dims.n_text_head
+    dh = d // h
+    normed = layer_norm(g, x, w.sub("layer_norm"))
+    q = split_heads(g, linear(g, normed, w.sub("linear_0")), (batch, n_tokens, h, dh), False, w.prefix)
+    k_name, v_name = cross_kv_names(layer)
+    context = attend(g, scale_query(g, q, dh, w.prefix), k_name, v_name, None, w.prefix)
+    out = linear(g, merge_heads(g, context, (batch, n_tokens, d), w.prefix), w.sub("linear_2"))
+    return g.op("Add", [x, out], w.prefix)
+
+
+def _logits(g: GraphBuilder, x: str, w: Weights, embedding: str, rows: int, dims: ModelDims) -> str:
+    """Final norm, then logits against the tied embedding (Gemm transB: no transposed copy)."""
+    x = layer_norm(g, x, w.sub("layer_norm"))
+    x = g.op("Reshape", [x, g.const([rows, dims.n_text_state])], "decoder/logits")
+    return g.op("Gemm", [x, embedding], "decoder/logits", transB=1)
+
+
+def _add_cross_inputs(g: GraphBuilder, dims: ModelDims) -> None:
+    h, dh, t = dims.n_text_head, dims.n_text_state // dims.n_text_head, dims.n_audio_ctx
+    for layer in range(dims.n_text_layer):
+        k_name, v_name = cross_kv_names(layer)
+        g.input(k_name, np.float32, [1, h, dh, t])  # shared by every beam: MatMul broadcasts
+        g.input(v_name, np.float32, [1, h, t, dh])
+
+
+def build_decoder_step(weights: dict[str, np.ndarray], dims: ModelDims, batch: int) -> onnx.ModelProto:
+    g = GraphBuilder(f"whisper_decoder_step_b{batch}")
+    w = Weights(weights, "decoder")
+    d, h, ctx = dims.n_text_state, dims.n_text_head, dims.n_text_ctx
+    dh = d // h
+    tokens = g.input("tokens", np.int64, [batch, 1])
+    offset = g.input("offset", np.int64, [1])
+    mask = g.input("mask", np.float32, [1, ctx])  # 0 for filled cache slots, MASKED_SCORE otherwise
+    for layer in range(dims.n_text_layer):
+        k_name, v_name = self_kv_names(layer)
+        g.input(k_name, np.float32, [batch, h, dh, ctx])
+        g.input(v_name, np.float32, [batch, h, ctx, dh])
+    _add_cross_inputs(g, dims)
+
+    x, embedding = _embed(g, w, tokens, offset)  # [B, 1, D]
+    mask4 = g.op("Reshape", [mask, g.const([1, 1, 1, ctx])], "decoder/mask")
+    for layer in range(dims.n_text_layer):
+        lw = w.sub(f"layer_{layer}")
+        attn = lw.sub("self_attention")
+        normed = layer_norm(g, x, attn.sub("layer_norm"))
+        fused = attn.sub("linear_0")
+        q = split_heads(g, linear(g, normed, fused, slice(0, d)), (batch, 1, h, dh), False, attn.prefix)
+        k_new = split_heads(g, linear(g, normed, fused, slice(d, 2 * d)), (batch, 1, h, dh), True, attn.prefix)
+        v_new = split_heads(g, linear(g, normed, fused, slice(2 * d, 3 * d)), (batch, 1, h, dh), False, attn.prefix)
+        q = scale_query(g, q, dh, attn.prefix)
+        k_cache, v_cache = self_kv_names(layer)
+        # Scores over the cache (masked) and over the new token itself, one softmax over both.
+        scores_cache = g.op("Add", [g.op("MatMul", [q, k_cache], attn.prefix), mask4], attn.prefix)
+        scores_new = g.op("MatMul", [q, k_new], attn.prefix)
+        scores = g.op("Concat", [scores_cache, scores_new], attn.prefix, axis=-1)
+        probs = g.op("Softmax", [scores], attn.prefix, axis=-1)
+        p_cache, p_new = g.op("Split", [probs, g.const([ctx, 1])], attn.prefix, n_outputs=2, axis=-1)
+        context = g.op(
+            "Add",
+            [g.op("MatMul", [p_cache, v_cache], attn.prefix), g.op("MatMul", [p_new, v_new], attn.prefix)],
+            attn.prefix,
+        )
+        out = linear(g, merge_heads(g, context, (batch, 1, d), attn.prefix), attn.sub("linear_1"))
+        x = g.op("Add", [x, out], attn.prefix)
+        x = _cross_attention(g, x, lw.sub("attention"), layer, dims, batch, 1)
+        x = mlp_block(g, x, lw.sub("ffn"))
+        new_k, new_v = new_kv_names(layer)
+        g.output(k_new, new_k, np.float32, [batch, h, dh, 1])
+        g.output(v_new, new_v, np.float32, [batch, h, 1, dh])
+    logits = _logits(g, x, w, embedding, batch, dims)
+    g.output(logits, "logits", np.float32, [batch, dims.n_vocab])
+    return g.model()
+
+
+def build_decoder_full(weights: dict[str, np.ndarray], dims: ModelDims, n_tokens: int) -> onnx.ModelProto:
+    """No-cache reference: logits for every position of a ``n_tokens`` prefix (batch 1)."""
+    g = GraphBuilder(f"whisper_decoder_full_t{n_tokens}")
+    w = Weights(weights, "decoder")
+    d, h = dims.n_text_state, dims.n_text_head
+    dh = d // h
+    tokens = g.input("tokens", np.int64, [1, n_tokens])
+    _add_cross_inputs(g, dims)
+    x, embedding = _embed(g, w, tokens, g.const(list(range(n_tokens))))
+    causal = np.triu(np.full((n_tokens, n_tokens), MASKED_SCORE, np.float32), k=1)
+    causal_mask = g.weight("decoder/causal_mask", causal)
+    for layer in range(dims.n_text_layer):
+        lw = w.sub(f"layer_{layer}")
+        attn = lw.sub("self_attention")
+        normed = layer_norm(g, x, attn.sub("layer_norm"))
+        fused = attn.sub("linear_0")
+        shape = (1, n_tokens, h, dh)
+        q = split_heads(g, linear(g, normed, fused, slice(0, d)), shape, False, attn.prefix)
+        k = split_heads(g, linear(g, normed, fused, slice(d, 2 * d)), shape, True, attn.prefix)
+        v = split_heads(g, linear(g, normed, fused, slice(2 * d, 3 * d)), shape, False, attn.prefix)
+        context = attend(g, scale_query(g, q, dh, attn.prefix), k, v, causal_mask, attn.prefix)
+        out = linear(g, merge_heads(g, context, (1, n_tokens, d), attn.prefix), attn.sub("linear_1"))
+        x = g.op("Add", [x, out], attn.prefix)
+        x = _cross_attention(g, x, lw.sub("attention"), layer, dims, 1, n_tokens)
+        x = mlp_block(g, x, lw.sub("ffn"))
+    logits = _logits(g, x, w, embedding, n_tokens, dims)
+    g.output(logits, "logits", np.float32, [n_tokens, dims.n_vocab])
+    return g.model()

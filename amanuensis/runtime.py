@@ -1,0 +1,132 @@
+"""ONNX Runtime sessions for the exported graphs, and the host-side KV cache.
+
+The decoder graph returns only the new token's keys and values; ``KVCache`` writes them into
+preallocated fixed-size arrays in place, so a step costs the same at token 1 and token 400
+and nothing grows.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from amanuensis import export
+from amanuensis.export.builder import MASKED_SCORE
+from amanuensis.export.decoder import new_kv_names, self_kv_names
+from amanuensis.export.encoder import cross_kv_names
+from amanuensis.models import ModelDims, WhisperCheckpoint
+
+DEFAULT_THREADS = 0  # 0 lets onnxruntime use one thread per physical core
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How sessions are created."""
+
+    precision: str = "fp32"  # "fp32" (INT8 arrives with the quantization work)
+    device: str = "cpu"  # "auto" | "npu" | "cpu"; only the CPU provider exists so far
+    threads: int = DEFAULT_THREADS  # intra-op threads per session
+
+
+def make_session(path: Path, options: RuntimeOptions) -> ort.InferenceSession:
+    session_options = ort.SessionOptions()
+    session_options.intra_op_num_threads = options.threads
+    session_options.inter_op_num_threads = 1
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"])
+
+
+CrossKV = dict[str, np.ndarray]  # cross_k_i / cross_v_i arrays from the encoder
+
+
+class Encoder:
+    def __init__(self, checkpoint: WhisperCheckpoint, options: RuntimeOptions) -> None:
+        self.session = make_session(export.encoder_path(checkpoint), options)
+        self.dims = checkpoint.dims
+
+    def __call__(self, mel_window: np.ndarray) -> CrossKV:
+        """mel_window: (n_mels, 3000) float32."""
+        names = [n for layer in range(self.dims.n_text_layer) for n in cross_kv_names(layer)]
+        outputs = self.session.run(names, {"mel": mel_window[None].astype(np.float32, copy=False)})
+        return dict(zip(names, outputs, strict=True))
+
+
+class KVCache:
+    """Fixed-size self-attention cache for one batch of hypotheses."""
+
+    def __init__(self, dims: ModelDims, batch: int) -> None:
+        h, dh, ctx = dims.n_text_head, dims.n_text_state // dims.n_text_head, dims.n_text_ctx
+        self.capacity = ctx
+        self.keys = [np.zeros((batch, h, dh, ctx), np.float32) for _ in range(dims.n_text_layer)]
+        self.values = [np.zeros((batch, h, ctx, dh), np.float32) for _ in range(dims.n_text_layer)]
+        self.mask = np.full((1, ctx), MASKED_SCORE, np.float32)
+        self.length = 0  # filled slots; also the position of the next token
+
+    def write(self, new_keys: list[np.ndarray], new_values: list[np.ndarray]) -> None:
+        slot = self.length
+        for cache, new in zip(self.keys, new_keys, strict=True):
+            cache[..., slot] = new[..., 0]
+        for cache, new in zip(self.values, new_values, strict=True):
+            cache[:, :, slot, :] = new[:, :, 0, :]
+        self.mask[0, slot] = 0.0
+        self.length += 1
+
+    def reorder(self, order: np.ndarray) -> None:
+        """Beam search: hypothesis i continues from hypothesis order[i]."""
+        if np.array_equal(order, np.arange(len(order))):
+            return
+        self.keys = [k[order] for k in self.keys]
+        self.values = [v[order] for v in self.values]
+
+
+class Decoder:
+    """One-token decoder step for a fixed batch size."""
+
+    def __init__(self, checkpoint: WhisperCheckpoint, options: RuntimeOptions, batch: int) -> None:
+        self.session = make_session(export.decoder_step_path(checkpoint, batch), options)
+        self.dims = checkpoint.dims
+        self.batch = batch
+        layers = range(self.dims.n_text_layer)
+        self._output_names = ["logits"] + [n for i in layers for n in new_kv_names(i)]
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.dims, self.batch)
+
+    def step(self, tokens: np.ndarray, cache: KVCache, cross: CrossKV) -> np.ndarray:
+        """Run one token per hypothesis; returns logits (batch, n_vocab) and fills the cache."""
+        if cache.length >= cache.capacity:
+            raise RuntimeError("decoder context is full")
+        feed: dict[str, np.ndarray] = {
+            "tokens": tokens.reshape(self.batch, 1).astype(np.int64, copy=False),
+            "offset": np.array([cache.length], np.int64),
+            "mask": cache.mask,
+            **cross,
+        }
+        for layer in range(self.dims.n_text_layer):
+            k_name, v_name = self_kv_names(layer)
+            feed[k_name] = cache.keys[layer]
+            feed[v_name] = cache.values[layer]
+        logits, *new_kv = self.session.run(self._output_names, feed)
+        cache.write(new_kv[0::2], new_kv[1::2])
+        return logits
+
+
+class ModelRuntime:
+    """Encoder plus decoder sessions per batch size, created once and shared."""
+
+    def __init__(self, checkpoint: WhisperCheckpoint, options: RuntimeOptions | None = None) -> None:
+        self.checkpoint = checkpoint
+        self.options = options or RuntimeOptions()
+        self.encoder = Encoder(checkpoint, self.options)
+        self._decoders: dict[int, Decoder] = {}
+        self._lock = threading.Lock()
+
+    def decoder(self, batch: int) -> Decoder:
+        with self._lock:
+            if batch not in self._decoders:
+                self._decoders[batch] = Decoder(self.checkpoint, self.options, batch)
+            return self._decoders[batch]

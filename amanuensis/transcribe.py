@@ -1,0 +1,212 @@
+"""Long-form transcription: sequential 30 s windows with timestamp seeking.
+
+Follows openai/whisper's ``transcribe``: each window is decoded with a temperature fallback
+ladder, cut into segments at timestamp pairs, and the next window starts at the last
+complete timestamp. Segments are produced lazily, as faster-whisper does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from amanuensis.audio import (
+    FRAMES_PER_SECOND,
+    HOP_LENGTH,
+    N_FRAMES,
+    N_SAMPLES,
+    N_SAMPLES_PER_TOKEN,
+    SAMPLE_RATE,
+    log_mel_spectrogram,
+    pad_or_trim,
+)
+from amanuensis.decoding import DecodingOptions, DecodingResult, decode_window, detect_language
+from amanuensis.runtime import ModelRuntime
+from amanuensis.tokenizer import TIMESTAMP_PRECISION_S, Tokenizer
+
+DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+INPUT_STRIDE = N_SAMPLES_PER_TOKEN // HOP_LENGTH  # mel frames per timestamp step (2)
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    language: str | None = None  # None: English for .en models, detected otherwise
+    task: str = "transcribe"  # or "translate" (multilingual models)
+    beam_size: int | None = 5  # beams at temperature 0; None or 1 = greedy
+    best_of: int | None = 5  # samples per window when falling back to temperature > 0
+    patience: float | None = None  # beam search patience (1.0 when None)
+    length_penalty: float | None = None  # see DecodingOptions
+    temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES  # fallback ladder
+    compression_ratio_threshold: float | None = 2.4  # above: output is repetitive, retry hotter
+    logprob_threshold: float | None = -1.0  # below: output is unsure, retry hotter
+    no_speech_threshold: float | None = 0.6  # above (and unsure): the window is silence
+    condition_on_previous_text: bool = True  # prompt each window with the text so far
+    initial_prompt: str | None = None  # text to prime the first window with
+    suppress_tokens: tuple[int, ...] = (-1,)  # see DecodingOptions
+    suppress_blank: bool = True  # see DecodingOptions
+    without_timestamps: bool = False  # one segment per window, no timestamp tokens
+    max_initial_timestamp: float | None = 1.0  # seconds
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int  # position in the transcript
+    seek: int  # mel frame where its window started
+    start: float  # seconds
+    end: float  # seconds
+    text: str
+    tokens: list[int]  # text and timestamp tokens
+    temperature: float  # temperature of the accepted decode
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+
+
+@dataclass
+class TranscriptionInfo:
+    language: str
+    language_probability: float  # 1.0 when the language was given or the model is English-only
+    duration: float  # seconds of audio
+    language_probs: dict[str, float] = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[int, int], None]  # (frames done, frames total)
+
+
+def _decode_with_fallback(
+    runtime: ModelRuntime, tokenizer: Tokenizer, cross, base: DecodingOptions,
+    options: TranscribeOptions, language: str,
+) -> DecodingResult:  # fmt: skip
+    result: DecodingResult | None = None
+    for temperature in options.temperatures:
+        if temperature > 0:
+            attempt = replace(base, temperature=temperature, best_of=options.best_of, beam_size=None)
+        else:
+            beam = options.beam_size if options.beam_size and options.beam_size > 1 else None
+            attempt = replace(base, temperature=0.0, best_of=None, beam_size=beam, patience=options.patience)
+        result = decode_window(runtime, tokenizer, cross, attempt, language)
+        too_repetitive = (
+            options.compression_ratio_threshold is not None
+            and result.compression_ratio > options.compression_ratio_threshold
+        )
+        too_unsure = options.logprob_threshold is not None and result.avg_logprob < options.logprob_threshold
+        is_silence = (
+            options.no_speech_threshold is not None
+            and result.no_speech_prob > options.no_speech_threshold
+            and too_unsure
+        )
+        if is_silence or not (too_repetitive or too_unsure):
+            break
+    assert result is not None, "temperatures must not be empty"
+    return result
+
+
+def _split_segments(tokens: list[int], begin: int, time_offset: float, window_frames: int) -> tuple[list[tuple[float, float, list[int]]], int]:
+    """Cut a window's tokens at timestamp pairs; returns (start, end, tokens) and frames to seek."""
+    is_stamp = [t >= begin for t in tokens]
+    single_timestamp_ending = is_stamp[-2:] == [False, True]
+    consecutive = [i + 1 for i in range(len(tokens) - 1) if is_stamp[i] and is_stamp[i + 1]]
+    pieces: list[tuple[float, float, list[int]]] = []
+    if consecutive:
+        cuts = consecutive + ([len(tokens)] if single_timestamp_ending else [])
+        last = 0
+        for cut in cuts:
+            piece = tokens[last:cut]
+            start = time_offset + (piece[0] - begin) * TIMESTAMP_PRECISION_S
+            end = time_offset + (piece[-1] - begin) * TIMESTAMP_PRECISION_S
+            pieces.append((start, end, piece))
+            last = cut
+        if single_timestamp_ending:
+            return pieces, window_frames
+        return pieces, (tokens[last - 1] - begin) * INPUT_STRIDE
+    duration = window_frames / FRAMES_PER_SECOND
+    stamps = [t for t in tokens if t >= begin]
+    if stamps and stamps[-1] != begin:
+        duration = (stamps[-1] - begin) * TIMESTAMP_PRECISION_S
+    return [(time_offset, time_offset + duration, tokens)], window_frames
+
+
+def transcribe(
+    runtime: ModelRuntime,
+    tokenizer: Tokenizer,
+    samples: np.ndarray,
+    options: TranscribeOptions | None = None,
+    progress: ProgressCallback | None = None,
+) -> tuple[Iterator[Segment], TranscriptionInfo]:
+    """Start transcribing mono 16 kHz samples; segments are decoded as they are consumed."""
+    options = options or TranscribeOptions()
+    dims = runtime.checkpoint.dims
+    if options.task == "translate" and not tokenizer.multilingual:
+        raise ValueError("translation needs a multilingual model (e.g. --model base)")
+    mel = log_mel_spectrogram(samples, dims.n_mels, padding=N_SAMPLES)
+    content_frames = mel.shape[-1] - N_FRAMES
+    info = TranscriptionInfo("en", 1.0, len(samples) / SAMPLE_RATE)
+    first_cross = None
+    if tokenizer.multilingual:
+        if options.language is None:
+            first_cross = runtime.encoder(pad_or_trim(mel[:, :N_FRAMES]))
+            language, probs = detect_language(runtime, tokenizer, first_cross)
+            info = TranscriptionInfo(language, probs[language], info.duration, probs)
+        else:
+            tokenizer.language_token(options.language)  # validates the code early
+            info.language = options.language
+    elif options.language not in (None, "en"):
+        raise ValueError(f"model is English-only; cannot use language '{options.language}'")
+
+    def generate() -> Iterator[Segment]:
+        nonlocal first_cross
+        base = DecodingOptions(
+            task=options.task,
+            language=info.language,
+            length_penalty=options.length_penalty,
+            suppress_tokens=options.suppress_tokens,
+            suppress_blank=options.suppress_blank,
+            without_timestamps=options.without_timestamps,
+            max_initial_timestamp=options.max_initial_timestamp,
+        )
+        all_tokens: list[int] = []
+        if options.initial_prompt:
+            all_tokens.extend(tokenizer.encode(" " + options.initial_prompt.strip()))
+        prompt_reset_since = 0
+        seek = 0
+        segment_id = 0
+        while seek < content_frames:
+            time_offset = seek * HOP_LENGTH / SAMPLE_RATE
+            window_frames = min(N_FRAMES, content_frames - seek)
+            if seek == 0 and first_cross is not None:
+                cross = first_cross
+            else:
+                cross = runtime.encoder(pad_or_trim(mel[:, seek : seek + N_FRAMES]))
+            first_cross = None
+            window_options = replace(base, prompt=tuple(all_tokens[prompt_reset_since:]))
+            result = _decode_with_fallback(runtime, tokenizer, cross, window_options, options, info.language)
+            if options.no_speech_threshold is not None and result.no_speech_prob > options.no_speech_threshold:
+                confident = options.logprob_threshold is not None and result.avg_logprob > options.logprob_threshold
+                if not confident:  # silence: skip the whole window
+                    seek += window_frames
+                    if progress:
+                        progress(min(seek, content_frames), content_frames)
+                    continue
+            pieces, advance = _split_segments(result.tokens, tokenizer.timestamp_begin, time_offset, window_frames)
+            window_start = seek
+            seek += advance
+            for start, end, piece in pieces:
+                text = tokenizer.decode(piece)
+                if start == end or not text.strip():
+                    continue
+                all_tokens.extend(piece)
+                yield Segment(
+                    id=segment_id, seek=window_start, start=round(start, 3), end=round(end, 3),
+                    text=text, tokens=piece, temperature=result.temperature,
+                    avg_logprob=result.avg_logprob, compression_ratio=result.compression_ratio,
+                    no_speech_prob=result.no_speech_prob,
+                )  # fmt: skip
+                segment_id += 1
+            if not options.condition_on_previous_text or result.temperature > 0.5:
+                prompt_reset_since = len(all_tokens)
+            if progress:
+                progress(min(seek, content_frames), content_frames)
+
+    return generate(), info
