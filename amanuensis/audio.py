@@ -72,7 +72,7 @@ def _read_with_librosa(path: Path) -> tuple[np.ndarray, int] | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             data, rate = librosa.load(str(path), sr=None, mono=False, dtype=np.float32)
-    except Exception:  # noqa: BLE001 - any backend failure means "not decodable"
+    except Exception:
         return None
     data = np.atleast_2d(data).T  # librosa gives (channels, n)
     return data, int(rate)
@@ -153,9 +153,7 @@ def _power_spectrogram(samples: np.ndarray) -> np.ndarray:
     return power
 
 
-def log_mel_spectrogram(
-    samples: np.ndarray, n_mels: int = 80, padding: int = 0
-) -> np.ndarray:
+def log_mel_spectrogram(samples: np.ndarray, n_mels: int = 80, padding: int = 0) -> np.ndarray:
     """Whisper log-mel features of the whole signal, shape (n_mels, frames), float32.
 
     ``padding`` zeros are appended first; transcription appends a full window (N_SAMPLES) so

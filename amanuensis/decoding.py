@@ -73,7 +73,7 @@ class SuppressBlank(LogitFilter):
     """At the first sampled position, forbid a leading space or an immediate end."""
 
     def __init__(self, tokenizer: Tokenizer) -> None:
-        self.blocked = tokenizer.encode(" ") + [tokenizer.eot]
+        self.blocked = [*tokenizer.encode(" "), tokenizer.eot]
 
     def apply(self, logits: np.ndarray, sampled: list[list[int]]) -> None:
         if not sampled[0]:
@@ -267,9 +267,7 @@ def resolve_suppress_tokens(options: DecodingOptions, tokenizer: Tokenizer) -> l
     return sorted(ids)
 
 
-def detect_language(
-    runtime: ModelRuntime, tokenizer: Tokenizer, cross: CrossKV
-) -> tuple[str, dict[str, float]]:
+def detect_language(runtime: ModelRuntime, tokenizer: Tokenizer, cross: CrossKV) -> tuple[str, dict[str, float]]:
     """Language whose token is most likely right after <|startoftranscript|>."""
     decoder = runtime.decoder(1)
     logits = decoder.step(np.array([tokenizer.sot]), decoder.new_cache(), cross)[0]
@@ -358,4 +356,3 @@ def decode_window(
         compression_ratio=compression_ratio(text),
         language_probs=language_probs or {},
     )
-

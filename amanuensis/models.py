@@ -92,18 +92,14 @@ def resolve_model(name_or_dir: str | os.PathLike[str]) -> ModelFiles:
             package, _, inner = rel.partition("/")
             package_root = _package_root(package)
             if root is None or package_root is None:
-                raise ModelNotFoundError(
-                    f"model '{key}' is not installed: {entry.install_hint}"
-                )
+                raise ModelNotFoundError(f"model '{key}' is not installed: {entry.install_hint}")
             parts.append(package_root / inner)
         data = root / entry.data_dir
         return ModelFiles(key, data / "config.json", data / "tokenizer.json", tuple(parts))
     directory = Path(key)
     if not directory.is_dir():
         known = ", ".join(PACKAGED_MODELS)
-        raise ModelNotFoundError(
-            f"unknown model '{key}': use one of {known} or a CTranslate2 model directory"
-        )
+        raise ModelNotFoundError(f"unknown model '{key}': use one of {known} or a CTranslate2 model directory")
     bin_path = directory / "model.bin"
     parts = [bin_path] if bin_path.is_file() else sorted(directory.glob("model.bin.part*"))
     for required in [directory / "config.json", directory / "tokenizer.json"]:
@@ -111,9 +107,7 @@ def resolve_model(name_or_dir: str | os.PathLike[str]) -> ModelFiles:
             raise ModelNotFoundError(f"{directory}: missing {required.name}")
     if not parts:
         raise ModelNotFoundError(f"{directory}: no model.bin")
-    return ModelFiles(
-        directory.name, directory / "config.json", directory / "tokenizer.json", tuple(parts)
-    )
+    return ModelFiles(directory.name, directory / "config.json", directory / "tokenizer.json", tuple(parts))
 
 
 @dataclass(frozen=True)

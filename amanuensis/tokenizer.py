@@ -6,7 +6,6 @@ looked up by its text in the bundled ``tokenizer.json`` rather than hard-coded.
 
 from __future__ import annotations
 
-import string
 from functools import cached_property
 from pathlib import Path
 
@@ -146,16 +145,11 @@ class Tokenizer:
         and without a leading space, except the dash and quote which appear in words.
         """
         symbols = list('"#()*+/:;<=>@[\\]^_`{|}~「」『』')
-        symbols += "<< >> <<< >>> -- --- -( -[ (' (\" (( )) ((( ))) [[ ]] {{ }} ♪♪ ♪♪♪".split()
-        miscellaneous = set("♩♪♫♬♭♮♯")
-        assert all(0x2640 <= ord(c) <= 0x267F for c in miscellaneous)
+        symbols += '<< >> <<< >>> -- --- -( -[ (\' (" (( )) ((( ))) [[ ]] {{ }} ♪♪ ♪♪♪'.split()
+        miscellaneous = set("♩♪♫♬♭♮♯")  # musical symbols: always suppressed
         result = {self.encode(" -")[0], self.encode(" '")[0]}
         for symbol in symbols + list(miscellaneous):
             for tokens in [self.encode(symbol), self.encode(" " + symbol)]:
                 if len(tokens) == 1 or symbol in miscellaneous:
                     result.add(tokens[0])
         return tuple(sorted(result))
-
-    @staticmethod
-    def is_punctuation_only(text: str) -> bool:
-        return all(c in string.punctuation or c.isspace() for c in text)

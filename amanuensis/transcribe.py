@@ -28,6 +28,7 @@ from amanuensis.tokenizer import TIMESTAMP_PRECISION_S, Tokenizer
 
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 INPUT_STRIDE = N_SAMPLES_PER_TOKEN // HOP_LENGTH  # mel frames per timestamp step (2)
+WINDOW_PADDINGS = ("silence", "zeros")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class TranscribeOptions:
     suppress_blank: bool = True  # see DecodingOptions
     without_timestamps: bool = False  # one segment per window, no timestamp tokens
     max_initial_timestamp: float | None = 1.0  # seconds
+    # What fills a window past the end of the audio. "silence": the log-mel of silent audio,
+    # as openai/whisper does; "zeros": zero-valued features, as faster-whisper does.
+    window_padding: str = "silence"
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,9 @@ def _decode_with_fallback(
     return result
 
 
-def _split_segments(tokens: list[int], begin: int, time_offset: float, window_frames: int) -> tuple[list[tuple[float, float, list[int]]], int]:
+def _split_segments(
+    tokens: list[int], begin: int, time_offset: float, window_frames: int
+) -> tuple[list[tuple[float, float, list[int]]], int]:
     """Cut a window's tokens at timestamp pairs; returns (start, end, tokens) and frames to seek."""
     is_stamp = [t >= begin for t in tokens]
     single_timestamp_ending = is_stamp[-2:] == [False, True]
@@ -140,13 +146,21 @@ def transcribe(
     dims = runtime.checkpoint.dims
     if options.task == "translate" and not tokenizer.multilingual:
         raise ValueError("translation needs a multilingual model (e.g. --model base)")
-    mel = log_mel_spectrogram(samples, dims.n_mels, padding=N_SAMPLES)
-    content_frames = mel.shape[-1] - N_FRAMES
+    if options.window_padding not in WINDOW_PADDINGS:
+        raise ValueError(f"window_padding must be one of {', '.join(WINDOW_PADDINGS)}")
+    pad_samples = N_SAMPLES if options.window_padding == "silence" else HOP_LENGTH
+    mel = log_mel_spectrogram(samples, dims.n_mels, padding=pad_samples)
+    content_frames = len(samples) // HOP_LENGTH
+
+    def window(seek: int) -> np.ndarray:
+        frames = N_FRAMES if options.window_padding == "silence" else min(N_FRAMES, content_frames - seek)
+        return pad_or_trim(mel[:, seek : seek + frames])
+
     info = TranscriptionInfo("en", 1.0, len(samples) / SAMPLE_RATE)
     first_cross = None
     if tokenizer.multilingual:
         if options.language is None:
-            first_cross = runtime.encoder(pad_or_trim(mel[:, :N_FRAMES]))
+            first_cross = runtime.encoder(window(0))
             language, probs = detect_language(runtime, tokenizer, first_cross)
             info = TranscriptionInfo(language, probs[language], info.duration, probs)
         else:
@@ -175,10 +189,7 @@ def transcribe(
         while seek < content_frames:
             time_offset = seek * HOP_LENGTH / SAMPLE_RATE
             window_frames = min(N_FRAMES, content_frames - seek)
-            if seek == 0 and first_cross is not None:
-                cross = first_cross
-            else:
-                cross = runtime.encoder(pad_or_trim(mel[:, seek : seek + N_FRAMES]))
+            cross = first_cross if seek == 0 and first_cross is not None else runtime.encoder(window(seek))
             first_cross = None
             window_options = replace(base, prompt=tuple(all_tokens[prompt_reset_since:]))
             result = _decode_with_fallback(runtime, tokenizer, cross, window_options, options, info.language)

@@ -47,7 +47,9 @@ def _embed(g: GraphBuilder, w: Weights, tokens: str, positions: str) -> tuple[st
     return g.op("Add", [x, pos], "decoder/embed"), embedding
 
 
-def _cross_attention(g: GraphBuilder, x: str, w: Weights, layer: int, dims: ModelDims, batch: int, n_tokens: int) -> str:
+def _cross_attention(
+    g: GraphBuilder, x: str, w: Weights, layer: int, dims: ModelDims, batch: int, n_tokens: int
+) -> str:
     d, h = dims.n_text_state, dims.n_text_head
     dh = d // h
     normed = layer_norm(g, x, w.sub("layer_norm"))

@@ -52,13 +52,18 @@ def build_encoder(weights: dict[str, np.ndarray], dims: ModelDims) -> onnx.Model
     conv1 = g.op(
         "Conv",
         [mel, g.weight("encoder/conv1/weight", w["conv1/weight"]), g.weight("encoder/conv1/bias", w["conv1/bias"])],
-        "encoder/conv1", kernel_shape=[3], pads=[1, 1],
+        "encoder/conv1",
+        kernel_shape=[3],
+        pads=[1, 1],
     )
     x = gelu(g, conv1, "encoder/conv1")
     conv2 = g.op(
         "Conv",
         [x, g.weight("encoder/conv2/weight", w["conv2/weight"]), g.weight("encoder/conv2/bias", w["conv2/bias"])],
-        "encoder/conv2", kernel_shape=[3], pads=[1, 1], strides=[2],
+        "encoder/conv2",
+        kernel_shape=[3],
+        pads=[1, 1],
+        strides=[2],
     )
     x = gelu(g, conv2, "encoder/conv2")
     x = g.op("Transpose", [x], "encoder", perm=[0, 2, 1])  # [1, 1500, D]

@@ -1,0 +1,270 @@
+"""``amanuensis`` command line: transcribe files and evaluate WER on a manifest."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from amanuensis.audio import AudioError, load_audio
+from amanuensis.ct2 import CheckpointError
+from amanuensis.models import DEFAULT_MODEL, PACKAGED_MODELS, ModelNotFoundError
+from amanuensis.runtime import RuntimeOptions
+from amanuensis.transcribe import TranscribeOptions
+from amanuensis.writers import OUTPUT_FORMATS, Transcript, output_paths, write_outputs
+
+PROGRESS_MIN_SECONDS = 30.0  # show a progress bar for audio longer than one window
+
+
+class UsageError(Exception):
+    """A bad combination of options; exit status 2."""
+
+
+def _temperatures(start: float, increment: float | None) -> tuple[float, ...]:
+    if increment is None or increment <= 0:
+        return (start,)
+    return tuple(np.round(np.arange(start, 1.0 + 1e-6, increment), 4).tolist())
+
+
+def _optional_float(value: str) -> float | None:
+    return None if value.lower() == "none" else float(value)
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"{' | '.join(PACKAGED_MODELS)} | a CTranslate2 model directory (default: {DEFAULT_MODEL})",
+    )
+    parser.add_argument(
+        "--precision", choices=["fp32", "int8"], default="fp32", help="model precision (INT8 is not built yet)"
+    )
+    parser.add_argument(
+        "--device", choices=["auto", "npu", "cpu"], default="auto", help="where to run the graphs (auto = CPU for now)"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads per session (0 = one per core)")
+
+
+def _add_decoding_arguments(parser: argparse.ArgumentParser, beam_default: int) -> None:
+    parser.add_argument(
+        "--language", default=None, help="language code (e.g. en, de); detected when omitted on multilingual models"
+    )
+    parser.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
+    parser.add_argument(
+        "--beam-size",
+        type=int,
+        default=beam_default,
+        help=f"beams at temperature 0; 1 = greedy (default {beam_default})",
+    )
+    parser.add_argument(
+        "--best-of", type=int, default=5, help="samples per window when falling back to temperature > 0"
+    )
+    parser.add_argument("--patience", type=float, default=None)
+    parser.add_argument("--length-penalty", type=float, default=None)
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--temperature-increment-on-fallback", type=_optional_float, default=0.2)
+    parser.add_argument("--compression-ratio-threshold", type=_optional_float, default=2.4)
+    parser.add_argument("--logprob-threshold", type=_optional_float, default=-1.0)
+    parser.add_argument("--no-speech-threshold", type=_optional_float, default=0.6)
+    parser.add_argument("--condition-on-previous-text", type=_bool, default=True)
+    parser.add_argument("--initial-prompt", default=None, help="text to prime the first window (names, spelling)")
+    parser.add_argument("--suppress-tokens", default="-1", help="comma-separated token ids; -1 = non-speech symbols")
+    parser.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amanuensis", description="Offline Whisper transcription on static ONNX graphs."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    tr = commands.add_parser("transcribe", help="transcribe audio files")
+    tr.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3)")
+    _add_model_arguments(tr)
+    _add_decoding_arguments(tr, beam_default=5)
+    tr.add_argument(
+        "--output-format",
+        "-f",
+        choices=OUTPUT_FORMATS,
+        default=None,
+        help="write files in this format (default: none, or all with --output-dir)",
+    )
+    tr.add_argument(
+        "--output-dir", "-o", type=Path, default=None, help="folder for output files (default: current folder)"
+    )
+    tr.add_argument(
+        "--progress",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help=f"progress bar (auto: audio over {PROGRESS_MIN_SECONDS:.0f} s)",
+    )
+    tr.add_argument("--verbose", action="store_true", help="print timestamped segments as they are decoded")
+
+    ev = commands.add_parser("evaluate", help="WER and real-time factor over a manifest")
+    ev.add_argument("manifest", type=Path, help="TSV lines 'audio-path<TAB>reference', paths relative to the manifest")
+    _add_model_arguments(ev)
+    _add_decoding_arguments(ev, beam_default=5)
+    ev.add_argument("--json", action="store_true", help="print a JSON report instead of a table")
+    return parser
+
+
+def _transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
+    try:
+        suppress = tuple(int(t) for t in args.suppress_tokens.split(",") if t.strip())
+    except ValueError:
+        raise UsageError(f"--suppress-tokens must be comma-separated integers, got '{args.suppress_tokens}'") from None
+    if args.beam_size < 1 or args.best_of < 1:
+        raise UsageError("--beam-size and --best-of must be at least 1")
+    return TranscribeOptions(
+        language=args.language,
+        task=args.task,
+        beam_size=args.beam_size,
+        best_of=args.best_of,
+        patience=args.patience,
+        length_penalty=args.length_penalty,
+        temperatures=_temperatures(args.temperature, args.temperature_increment_on_fallback),
+        compression_ratio_threshold=args.compression_ratio_threshold,
+        logprob_threshold=args.logprob_threshold,
+        no_speech_threshold=args.no_speech_threshold,
+        condition_on_previous_text=args.condition_on_previous_text,
+        initial_prompt=args.initial_prompt,
+        suppress_tokens=suppress,
+        without_timestamps=args.without_timestamps,
+    )
+
+
+def _load(args: argparse.Namespace):
+    if args.precision != "fp32":
+        raise UsageError("INT8 models are not available yet; use --precision fp32")
+    if args.device == "npu":
+        raise UsageError("no NPU execution provider is supported yet; use --device cpu or auto")
+    from amanuensis.engine import load_model
+
+    return load_model(args.model, RuntimeOptions(precision=args.precision, device="cpu", threads=args.threads))
+
+
+def _progress_bar(duration: float, mode: str):
+    show = mode == "always" or (mode == "auto" and duration > PROGRESS_MIN_SECONDS)
+    if not show:
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=round(duration, 2), unit="s", unit_scale=False, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    def update(done: int, total: int) -> None:
+        bar.n = round(duration * done / max(total, 1), 2)
+        bar.refresh()
+
+    return bar, update
+
+
+def _run_transcribe(args: argparse.Namespace) -> int:
+    options = _transcribe_options(args)
+    output_format = args.output_format or ("all" if args.output_dir else None)
+    output_dir = args.output_dir or Path(".")
+    inputs = [Path(a) for a in args.audio]
+    input_set = {p.resolve() for p in inputs if p.exists()}
+    model = _load(args)
+    failures = 0
+    for path in inputs:
+        try:
+            audio = load_audio(path)
+        except AudioError as exc:
+            print(f"amanuensis: error: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        paths = output_paths(path.stem, output_dir, output_format) if output_format else {}
+        clobbered = [p for p in paths.values() if p.resolve() in input_set]
+        if clobbered:
+            print(
+                f"amanuensis: error: {path}: output {clobbered[0]} would overwrite an input file; choose --output-dir",
+                file=sys.stderr,
+            )
+            failures += 1
+            continue
+        bar, update = _progress_bar(audio.duration, args.progress)
+        started = time.perf_counter()
+        segments, info = model.transcribe(audio.samples, options, update)
+        collected = []
+        for segment in segments:
+            collected.append(segment)
+            if args.verbose:
+                from amanuensis.writers import format_timestamp
+
+                line = f"[{format_timestamp(segment.start)} --> {format_timestamp(segment.end)}] {segment.text.strip()}"
+                (bar.write if bar else print)(line)
+        if bar:
+            bar.close()
+        transcript = Transcript("".join(s.text for s in collected), info.language, info.duration, collected)
+        if len(inputs) > 1:
+            print(f"==> {path} <==")
+        if not args.verbose:
+            print(transcript.text.strip())
+        write_outputs(transcript, paths)
+        if args.verbose:
+            elapsed = time.perf_counter() - started
+            print(
+                f"# {path}: {info.duration:.1f} s of audio in {elapsed:.1f} s (language {info.language})",
+                file=sys.stderr,
+            )
+    return 1 if failures else 0
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from amanuensis.evaluation import evaluate, read_manifest
+
+    entries = read_manifest(args.manifest)
+    missing = [str(e.audio) for e in entries if not e.audio.is_file()]
+    if missing:
+        raise AudioError(f"{args.manifest}: {len(missing)} audio file(s) not found, first: {missing[0]}")
+    model = _load(args)
+    options = _transcribe_options(args)
+    from tqdm import tqdm
+
+    with tqdm(
+        total=len(entries), unit="utt", file=sys.stderr, leave=False, disable=args.json and not sys.stderr.isatty()
+    ) as bar:
+        report = evaluate(model, entries, options, on_utterance=lambda _: bar.update())
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(f"model        {report.model}")
+        print(f"utterances   {len(report.utterances)}")
+        print(f"audio        {report.audio_seconds:.1f} s")
+        print(f"WER          {report.wer:.2f} %")
+        print(f"RTF          {report.rtf:.3f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "transcribe":
+            return _run_transcribe(args)
+        return _run_evaluate(args)
+    except UsageError as exc:
+        print(f"amanuensis: error: {exc}", file=sys.stderr)
+        return 2
+    except (ModelNotFoundError, CheckpointError, AudioError, ValueError) as exc:
+        print(f"amanuensis: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("amanuensis: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

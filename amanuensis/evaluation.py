@@ -1,0 +1,124 @@
+"""Word error rate and real-time factor over a manifest of reference transcripts."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import jiwer
+
+from amanuensis.audio import load_audio
+from amanuensis.engine import WhisperModel
+from amanuensis.normalizer import normalize_english
+from amanuensis.transcribe import TranscribeOptions
+
+
+class ManifestError(ValueError):
+    """A manifest line that cannot be used; the message names the line."""
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    audio: Path  # resolved against the manifest's folder
+    reference: str
+
+
+@dataclass(frozen=True)
+class Utterance:
+    audio: str  # path as written in the manifest
+    reference: str
+    hypothesis: str
+    tokens: list[int]  # every segment's tokens, timestamps included
+    duration: float  # seconds of audio
+    seconds: float  # wall time to decode and transcribe it
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    model: str
+    utterances: list[Utterance]
+
+    @property
+    def wer(self) -> float:
+        """Corpus WER in percent after normalizing both sides."""
+        return word_error_rate([u.reference for u in self.utterances], [u.hypothesis for u in self.utterances])
+
+    @property
+    def audio_seconds(self) -> float:
+        return sum(u.duration for u in self.utterances)
+
+    @property
+    def rtf(self) -> float:
+        """Processing time / audio time (lower is faster)."""
+        return sum(u.seconds for u in self.utterances) / max(self.audio_seconds, 1e-9)
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "utterances": len(self.utterances),
+            "audio_seconds": round(self.audio_seconds, 3),
+            "wer": round(self.wer, 3),
+            "rtf": round(self.rtf, 4),
+            "results": [
+                {"audio": u.audio, "reference": u.reference, "hypothesis": u.hypothesis, "seconds": round(u.seconds, 3)}
+                for u in self.utterances
+            ],
+        }
+
+
+def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
+    """Corpus-level WER (percent): total edits over total reference words."""
+    refs = [normalize_english(r) for r in references]
+    hyps = [normalize_english(h) for h in hypotheses]
+    kept = [(r, h) for r, h in zip(refs, hyps, strict=True) if r]
+    if not kept:
+        raise ValueError("no reference words to score against")
+    return 100.0 * jiwer.wer([r for r, _ in kept], [h for _, h in kept])
+
+
+def read_manifest(path: str | os.PathLike[str]) -> list[ManifestEntry]:
+    """Lines ``audio-path<TAB>reference``; paths relative to the manifest; '#' comments."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: no such manifest file")
+    entries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        audio, sep, reference = line.partition("\t")
+        if not sep or not audio.strip():
+            raise ManifestError(f"{path}:{number}: expected 'audio-path<TAB>reference'")
+        entries.append(ManifestEntry(path.parent / audio.strip(), reference.strip()))
+    if not entries:
+        raise ManifestError(f"{path}: no utterances")
+    return entries
+
+
+def evaluate(
+    model: WhisperModel,
+    entries: list[ManifestEntry],
+    options: TranscribeOptions | None = None,
+    on_utterance: Callable[[Utterance], None] | None = None,
+) -> EvaluationReport:
+    utterances = []
+    for entry in entries:
+        start = time.perf_counter()
+        audio = load_audio(entry.audio)
+        segments, _ = model.transcribe(audio.samples, options)
+        segments = list(segments)
+        elapsed = time.perf_counter() - start
+        utterance = Utterance(
+            audio=str(entry.audio),
+            reference=entry.reference,
+            hypothesis="".join(s.text for s in segments).strip(),
+            tokens=[t for s in segments for t in s.tokens],
+            duration=audio.duration,
+            seconds=elapsed,
+        )
+        utterances.append(utterance)
+        if on_utterance:
+            on_utterance(utterance)
+    return EvaluationReport(model.name, utterances)
