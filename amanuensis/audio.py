@@ -170,6 +170,17 @@ def log_mel_spectrogram(samples: np.ndarray, n_mels: int = 80, padding: int = 0)
     return ((log_spec + 4.0) / 4.0).astype(np.float32)
 
 
+def peak_frame_dbfs(samples: np.ndarray, frame: int = N_FFT) -> float:
+    """Loudness of the loudest ``frame``-sample stretch, in dB relative to full scale."""
+    usable = len(samples) // frame * frame
+    if usable == 0:
+        rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
+    else:
+        frames = samples[:usable].reshape(-1, frame).astype(np.float64)
+        rms = float(np.sqrt(np.mean(frames**2, axis=1)).max())
+    return 20.0 * np.log10(max(rms, 1e-10))
+
+
 def pad_or_trim(mel: np.ndarray, frames: int = N_FRAMES) -> np.ndarray:
     """Fit features to exactly ``frames`` columns: zero-pad or cut the end."""
     if mel.shape[-1] > frames:

@@ -21,6 +21,7 @@ from amanuensis.audio import (
     SAMPLE_RATE,
     log_mel_spectrogram,
     pad_or_trim,
+    peak_frame_dbfs,
 )
 from amanuensis.decoding import DecodingOptions, DecodingResult, decode_window, detect_language
 from amanuensis.runtime import ModelRuntime
@@ -52,6 +53,9 @@ class TranscribeOptions:
     # What fills a window past the end of the audio. "silence": the log-mel of silent audio,
     # as openai/whisper does; "zeros": zero-valued features, as faster-whisper does.
     window_padding: str = "silence"
+    # Windows whose loudest 25 ms frame is quieter than this (dBFS) are silence: skipped
+    # without decoding, since Whisper invents words ("you") for digital silence. None = off.
+    silence_threshold_db: float | None = -60.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,18 @@ def _decode_with_fallback(
             break
     assert result is not None, "temperatures must not be empty"
     return result
+
+
+def _is_quiet(window_samples: np.ndarray, options: TranscribeOptions) -> bool:
+    threshold = options.silence_threshold_db
+    return threshold is not None and peak_frame_dbfs(window_samples) < threshold
+
+
+def _is_no_speech(result: DecodingResult, options: TranscribeOptions) -> bool:
+    """Whisper's rule: likely no speech, and the decoded text is not confident either."""
+    if options.no_speech_threshold is None or result.no_speech_prob <= options.no_speech_threshold:
+        return False
+    return options.logprob_threshold is None or result.avg_logprob <= options.logprob_threshold
 
 
 def _split_segments(
@@ -189,17 +205,18 @@ def transcribe(
         while seek < content_frames:
             time_offset = seek * HOP_LENGTH / SAMPLE_RATE
             window_frames = min(N_FRAMES, content_frames - seek)
-            cross = first_cross if seek == 0 and first_cross is not None else runtime.encoder(window(seek))
+            window_samples = samples[seek * HOP_LENGTH : (seek + window_frames) * HOP_LENGTH]
+            result = None
+            if not _is_quiet(window_samples, options):
+                cross = first_cross if seek == 0 and first_cross is not None else runtime.encoder(window(seek))
+                window_options = replace(base, prompt=tuple(all_tokens[prompt_reset_since:]))
+                result = _decode_with_fallback(runtime, tokenizer, cross, window_options, options, info.language)
             first_cross = None
-            window_options = replace(base, prompt=tuple(all_tokens[prompt_reset_since:]))
-            result = _decode_with_fallback(runtime, tokenizer, cross, window_options, options, info.language)
-            if options.no_speech_threshold is not None and result.no_speech_prob > options.no_speech_threshold:
-                confident = options.logprob_threshold is not None and result.avg_logprob > options.logprob_threshold
-                if not confident:  # silence: skip the whole window
-                    seek += window_frames
-                    if progress:
-                        progress(min(seek, content_frames), content_frames)
-                    continue
+            if result is None or _is_no_speech(result, options):
+                seek += window_frames  # silence: skip the whole window
+                if progress:
+                    progress(min(seek, content_frames), content_frames)
+                continue
             pieces, advance = _split_segments(result.tokens, tokenizer.timestamp_begin, time_offset, window_frames)
             window_start = seek
             seek += advance

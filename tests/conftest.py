@@ -1,0 +1,61 @@
+"""Shared fixtures: real weights, real audio from the repository's data folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from amanuensis.engine import WhisperModel, load_model
+from amanuensis.evaluation import ManifestEntry, read_manifest
+from amanuensis.runtime import RuntimeOptions
+
+ROOT = Path(__file__).resolve().parents[1]
+VALIDATION_MANIFEST = ROOT / "tests/data/validation/librispeech_test_other/refs.tsv"
+CALIBRATION_DIR = ROOT / "calibration_audio"
+SAMPLE = ROOT / "samples/2412-153948-0000.flac"
+SAMPLE_REFERENCE = (
+    "IF THE READER WILL EXCUSE ME I WILL SAY NOTHING OF MY ANTECEDENTS NOR OF THE CIRCUMSTANCES "
+    "WHICH LED ME TO LEAVE MY NATIVE COUNTRY THE NARRATIVE WOULD BE TEDIOUS TO HIM AND PAINFUL TO MYSELF"
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="also run the whole-validation-set evaluations")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow evaluation: run with --run-slow (CI does)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny() -> WhisperModel:
+    return load_model("tiny.en", RuntimeOptions(threads=2))
+
+
+@pytest.fixture(scope="session")
+def base() -> WhisperModel:
+    return load_model("base", RuntimeOptions(threads=2))
+
+
+@pytest.fixture(scope="session")
+def validation() -> list[ManifestEntry]:
+    return read_manifest(VALIDATION_MANIFEST)
+
+
+@pytest.fixture(scope="session")
+def calibration_refs() -> dict[Path, str]:
+    refs = {}
+    for manifest in sorted(CALIBRATION_DIR.glob("*/refs.tsv")):
+        refs.update({e.audio: e.reference for e in read_manifest(manifest)})
+    return refs
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * 16000), np.float32)

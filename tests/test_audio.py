@@ -1,0 +1,123 @@
+"""Frontend: decoding, resampling and Whisper log-mel against independent implementations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+from faster_whisper.feature_extractor import FeatureExtractor
+from scipy.signal import get_window
+
+from amanuensis.audio import (
+    N_FRAMES,
+    N_SAMPLES,
+    AudioError,
+    hann_window,
+    load_audio,
+    log_mel_spectrogram,
+    mel_filters,
+    pad_or_trim,
+    resample,
+)
+
+from .conftest import CALIBRATION_DIR, VALIDATION_MANIFEST
+
+VALIDATION_CLIP = VALIDATION_MANIFEST.parent / "1688-142285-0000.flac"  # 16 kHz flac
+LJ_CLIP = CALIBRATION_DIR / "ljspeech/LJ001-0001.wav"  # 22.05 kHz wav
+
+
+@pytest.fixture(scope="module")
+def stereo_44k(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """A 44.1 kHz stereo wav made from a real 16 kHz clip (left louder than right)."""
+    speech = load_audio(VALIDATION_CLIP).samples
+    up = resample(speech, 16000, 44100)
+    path = tmp_path_factory.mktemp("audio") / "stereo44k.wav"
+    sf.write(path, np.stack([0.8 * up, 0.4 * up], axis=1), 44100, subtype="PCM_16")
+    return path, speech
+
+
+def test_filters_and_window_match_librosa_and_scipy() -> None:
+    for n_mels in (80, 128):
+        reference = librosa.filters.mel(sr=16000, n_fft=400, n_mels=n_mels)
+        np.testing.assert_allclose(mel_filters(n_mels), reference, atol=1e-7)
+    np.testing.assert_allclose(hann_window(400), get_window("hann", 400, fftbins=True), atol=1e-12)
+
+
+@pytest.mark.parametrize("clip", [VALIDATION_CLIP, LJ_CLIP], ids=["16k-flac", "22k-wav"])
+def test_log_mel_matches_faster_whisper_extractor(clip: Path) -> None:
+    samples = load_audio(clip).samples
+    reference = FeatureExtractor(feature_size=80)(samples, padding=N_SAMPLES)
+    ours = log_mel_spectrogram(samples, 80, padding=N_SAMPLES)
+    assert ours.shape == reference.shape
+    assert np.abs(ours - reference).max() < 1e-3
+
+
+def test_log_mel_44k_stereo_file(stereo_44k: tuple[Path, np.ndarray]) -> None:
+    path, original = stereo_44k
+    decoded = load_audio(path)
+    assert (decoded.source_rate, decoded.source_channels) == (44100, 2)
+    reference = FeatureExtractor(feature_size=80)(decoded.samples, padding=N_SAMPLES)
+    ours = log_mel_spectrogram(decoded.samples, 80, padding=N_SAMPLES)
+    assert np.abs(ours - reference).max() < 1e-3
+    # Down-mix (mean 0.6×) and the 16k → 44.1k → 16k round trip keep the speech itself.
+    n = min(len(original), len(decoded.samples))
+    assert np.corrcoef(original[:n], decoded.samples[:n])[0, 1] > 0.999
+    assert abs(np.std(decoded.samples) / np.std(original) - 0.6) < 0.01
+
+
+def test_normalization_is_whispers() -> None:
+    """max−8 floor and (x+4)/4: a tone's floor sits exactly 2.0 below its peak."""
+    t = np.arange(16000) / 16000
+    tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    mel = log_mel_spectrogram(tone)
+    assert mel.max() - mel.min() == pytest.approx(2.0, abs=1e-6)
+    assert mel.dtype == np.float32
+    assert pad_or_trim(mel).shape == (80, N_FRAMES)
+    assert pad_or_trim(np.ones((80, 4000), np.float32)).shape == (80, N_FRAMES)
+
+
+@pytest.mark.parametrize(
+    "fmt,subtype", [("WAV", "PCM_24"), ("FLAC", "PCM_16"), ("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III")]
+)
+def test_decodes_common_formats(tmp_path: Path, fmt: str, subtype: str) -> None:
+    speech = load_audio(VALIDATION_CLIP).samples
+    path = tmp_path / f"clip.{fmt.lower()}"
+    sf.write(path, speech, 16000, format=fmt, subtype=subtype)
+    decoded = load_audio(path).samples
+    assert abs(len(decoded) - len(speech)) < 0.1 * 16000  # codecs may pad a frame or two
+    lossy = fmt in ("OGG", "MP3")
+    if not lossy:
+        np.testing.assert_allclose(decoded, speech, atol=1e-4)
+
+
+def _bad_inputs(tmp_path: Path) -> dict[str, Path]:
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio at all\n" * 20)
+    truncated = tmp_path / "truncated.flac"
+    truncated.write_bytes(VALIDATION_CLIP.read_bytes()[:60])
+    zero = tmp_path / "zero.wav"
+    sf.write(zero, np.zeros(0, np.float32), 16000)
+    folder = tmp_path / "folder.wav"
+    folder.mkdir()
+    return {
+        "empty": empty,
+        "text": text,
+        "truncated": truncated,
+        "zero": zero,
+        "folder": folder,
+        "missing": tmp_path / "nope.wav",
+    }
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("empty", "file is empty"), ("text", "not a readable audio file"), ("truncated", "not a readable audio file"),
+    ("zero", "no audio samples"), ("folder", "is a directory"), ("missing", "no such file"),
+])  # fmt: skip
+def test_bad_input_raises_audio_error(tmp_path: Path, kind: str, message: str) -> None:
+    with pytest.raises(AudioError, match=message):
+        load_audio(_bad_inputs(tmp_path)[kind])

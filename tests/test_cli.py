@@ -1,0 +1,161 @@
+"""The real ``amanuensis`` console script, run as a user would run it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from amanuensis.evaluation import word_error_rate
+
+from .conftest import SAMPLE, SAMPLE_REFERENCE, VALIDATION_MANIFEST
+
+EXE = shutil.which("amanuensis")
+
+
+def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    assert EXE, "the amanuensis console script is not installed (pip install -e .)"
+    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+def test_transcribes_the_bundled_sample() -> None:
+    result = run("transcribe", SAMPLE)
+    assert result.returncode == 0, result.stderr
+    assert word_error_rate([SAMPLE_REFERENCE], [result.stdout]) == 0.0
+    assert result.stdout.startswith("If the reader will excuse me")
+
+
+def test_writes_every_output_format(tmp_path: Path) -> None:
+    result = run("transcribe", SAMPLE, "--output-format", "all", "--output-dir", tmp_path, "--beam-size", "1")
+    assert result.returncode == 0, result.stderr
+    stem = SAMPLE.stem
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{stem}.{e}" for e in ("txt", "srt", "vtt", "json", "tsv")
+    )
+    payload = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert payload["language"] == "en" and payload["text"].strip().startswith("If the reader")
+    first = payload["segments"][0]
+    assert {"start", "end", "text", "tokens"} <= set(first) and first["start"] == 0.0 and first["end"] > 1.0
+    assert word_error_rate([SAMPLE_REFERENCE], [payload["text"]]) == 0.0
+    srt = (tmp_path / f"{stem}.srt").read_text()
+    assert srt.startswith("1\n00:00:00,000 --> 00:00:")
+    assert (tmp_path / f"{stem}.vtt").read_text().startswith("WEBVTT\n\n00:00.000 --> ")
+    tsv_rows = (tmp_path / f"{stem}.tsv").read_text().splitlines()
+    assert tsv_rows[0] == "start\tend\ttext" and tsv_rows[1].startswith("0\t")
+    txt = (tmp_path / f"{stem}.txt").read_text().splitlines()
+    assert len(txt) == len(payload["segments"])
+
+
+@pytest.fixture()
+def bad_files(tmp_path: Path) -> dict[str, Path]:
+    files = {
+        "empty": tmp_path / "empty.wav",
+        "truncated": tmp_path / "truncated.flac",
+        "text": tmp_path / "readme.wav",
+        "directory": tmp_path / "folder",
+        "zero": tmp_path / "zero.wav",
+    }
+    files["empty"].write_bytes(b"")
+    files["truncated"].write_bytes(SAMPLE.read_bytes()[:100])
+    files["text"].write_text("definitely not audio\n" * 50)
+    files["directory"].mkdir()
+    sf.write(files["zero"], np.zeros(0, np.float32), 16000)
+    return files
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "text", "directory", "zero"])
+def test_bad_input_is_one_clear_line(bad_files: dict[str, Path], kind: str) -> None:
+    result = run("transcribe", bad_files[kind])
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("amanuensis: error: ") and str(bad_files[kind]) in lines[0]
+    assert result.stdout == ""
+
+
+def test_other_files_are_still_processed(bad_files: dict[str, Path]) -> None:
+    result = run("transcribe", bad_files["text"], SAMPLE, "--beam-size", "1")
+    assert result.returncode == 1
+    assert "If the reader will excuse me" in result.stdout
+    assert result.stderr.count("amanuensis: error:") == 1
+
+
+def test_silent_clip_gives_empty_text(tmp_path: Path) -> None:
+    path = tmp_path / "silence.wav"
+    sf.write(path, np.zeros(10 * 16000, np.float32), 16000)
+    result = run("transcribe", path, "-f", "json", "-o", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+    assert json.loads((tmp_path / "silence.json").read_text())["segments"] == []
+
+
+def test_never_overwrites_an_input(tmp_path: Path) -> None:
+    audio_named_json = tmp_path / "talk.json"
+    shutil.copy(SAMPLE, audio_named_json)  # flac content, .json name: the JSON output would clobber it
+    before = audio_named_json.read_bytes()
+    result = run("transcribe", audio_named_json, "-f", "json", "-o", tmp_path)
+    assert result.returncode == 1 and "would overwrite an input" in result.stderr
+    assert audio_named_json.read_bytes() == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--precision", "int8"], "INT8 models are not available yet"),
+    (["--device", "npu"], "no NPU execution provider"),
+    (["--model", "large-v9"], "unknown model 'large-v9'"),
+    (["--language", "de"], "English-only"),
+])  # fmt: skip
+def test_option_errors(args: list[str], message: str) -> None:
+    result = run("transcribe", SAMPLE, *args)
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_local_model_directory(tmp_path: Path, tiny) -> None:
+    model_dir = tmp_path / "my-model"
+    model_dir.mkdir()
+    for source in (
+        *tiny.checkpoint.files.weight_parts,
+        tiny.checkpoint.files.config_path,
+        tiny.checkpoint.files.tokenizer_path,
+    ):
+        (model_dir / source.name).symlink_to(source)
+    result = run("transcribe", SAMPLE, "--model", model_dir, "--beam-size", "1")
+    assert result.returncode == 0, result.stderr
+    assert word_error_rate([SAMPLE_REFERENCE], [result.stdout]) == 0.0
+
+
+def test_evaluate_prints_wer_and_rtf(tmp_path: Path) -> None:
+    lines = VALIDATION_MANIFEST.read_text().splitlines()[:3]
+    manifest = tmp_path / "small.tsv"
+    manifest.write_text("\n".join(f"{VALIDATION_MANIFEST.parent / line}" for line in lines) + "\n")
+    result = run("evaluate", manifest, "--beam-size", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["utterances"] == 3 and 0.0 <= report["wer"] < 30.0 and 0.0 < report["rtf"] < 1.0
+    table = run("evaluate", manifest, "--beam-size", "1")
+    assert "WER" in table.stdout and "RTF" in table.stdout
+
+
+def test_evaluate_rejects_a_bad_manifest(tmp_path: Path) -> None:
+    manifest = tmp_path / "bad.tsv"
+    manifest.write_text("no tab on this line\n")
+    result = run("evaluate", manifest)
+    assert result.returncode == 1 and "bad.tsv:1: expected 'audio-path<TAB>reference'" in result.stderr
+
+
+def test_progress_bar_on_long_audio(tmp_path: Path) -> None:
+    clips = sorted((SAMPLE.parents[1] / "calibration_audio/ljspeech").glob("*.wav"))[:5]
+    audio = np.concatenate([sf.read(c, dtype="float32")[0] for c in clips])
+    path = tmp_path / "long.wav"
+    sf.write(path, audio, 22050)
+    assert len(audio) / 22050 > 30
+    result = run("transcribe", path, "--beam-size", "1")
+    assert result.returncode == 0, result.stderr
+    assert "100%|" in result.stderr and "/s" in result.stderr
+    short = run("transcribe", SAMPLE, "--beam-size", "1")
+    assert "%|" not in short.stderr  # short files get no bar

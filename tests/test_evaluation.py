@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+
+from amanuensis.evaluation import ManifestError, read_manifest, word_error_rate
+from amanuensis.normalizer import normalize_english
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("I REALLY LIKED THAT ACCOUNT", "i really liked that account"),
+    (" Well, Mr. Smith won't go!", "well mister smith will not go"),
+    ("In eighteen fifty five, one hundred and twenty three men", "in 1855 123 men"),
+    ("In 1855, 123 men", "in 1855 123 men"),
+    ("the twenty first of May", "the 21st of may"),
+    ("the 21st of May", "the 21st of may"),
+    ("no one came [laughs] uh at first", "no one came at first"),
+    ("It cost 3.5% (roughly) more", "it cost 3.5 percent more"),
+    ("the colour grey", "the color gray"),
+])  # fmt: skip
+def test_normalizer(text: str, expected: str) -> None:
+    assert normalize_english(text) == expected
+
+
+def test_wer_is_corpus_level_and_ignores_form() -> None:
+    refs = ["THE CAT SAT", "ON THE MAT TODAY"]
+    assert word_error_rate(refs, [" The cat sat.", "On the mat, today!"]) == 0.0
+    assert word_error_rate(refs, ["the cat", "on the mat today"]) == pytest.approx(100 / 7)
+
+
+def test_manifest_errors(tmp_path) -> None:
+    with pytest.raises(ManifestError, match="no such manifest"):
+        read_manifest(tmp_path / "missing.tsv")
+    (tmp_path / "empty.tsv").write_text("# only a comment\n\n")
+    with pytest.raises(ManifestError, match="no utterances"):
+        read_manifest(tmp_path / "empty.tsv")
+    (tmp_path / "ok.tsv").write_text("a.wav\tHELLO\n")
+    assert read_manifest(tmp_path / "ok.tsv")[0].audio == tmp_path / "a.wav"

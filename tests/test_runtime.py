@@ -1,0 +1,57 @@
+"""Decoder step with the host-side KV cache against a no-cache full recompute, on a real clip."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from amanuensis import export
+from amanuensis.audio import N_SAMPLES, load_audio, log_mel_spectrogram, pad_or_trim
+from amanuensis.engine import WhisperModel
+
+from .conftest import VALIDATION_MANIFEST
+
+
+@pytest.fixture(scope="module")
+def real_prefix(tiny: WhisperModel):
+    """Cross K/V of a real clip and the tokens greedy decoding produced for it."""
+    samples = load_audio(VALIDATION_MANIFEST.parent / "1688-142285-0001.flac").samples
+    cross = tiny.runtime.encoder(pad_or_trim(log_mel_spectrogram(samples, padding=N_SAMPLES)))
+    segments, _ = tiny.transcribe(samples)
+    text_tokens = [t for s in segments for t in s.tokens]
+    return cross, [tiny.tokenizer.sot, *text_tokens]
+
+
+def test_cached_step_equals_full_recompute(tiny: WhisperModel, real_prefix) -> None:
+    """Tolerance: 2e-3 absolute on logits of magnitude ~10-30 (float32 reassociation only)."""
+    cross, prefix = real_prefix
+    assert len(prefix) > 40
+    decoder = tiny.runtime.decoder(1)
+    cache = decoder.new_cache()
+    stepped = np.stack([decoder.step(np.array([t]), cache, cross)[0] for t in prefix])
+    session = ort.InferenceSession(
+        str(export.decoder_full_path(tiny.checkpoint, len(prefix))), providers=["CPUExecutionProvider"]
+    )
+    full = session.run(["logits"], {"tokens": np.array([prefix]), **cross})[0]
+    assert np.abs(stepped - full).max() < 2e-3
+    assert (stepped.argmax(-1) == full.argmax(-1)).all()
+    # The cache stays the same size however long the prefix.
+    assert cache.keys[0].shape == (1, 6, 64, 448) and cache.length == len(prefix)
+
+
+def test_batched_step_with_reorder_matches_single(tiny: WhisperModel, real_prefix) -> None:
+    """Beam search reorders cache rows; each row must behave like its own batch-1 decode."""
+    cross, prefix = real_prefix
+    single = tiny.runtime.decoder(1)
+    batched = tiny.runtime.decoder(2)
+    cache1, cache2 = single.new_cache(), batched.new_cache()
+    other = [prefix[0], *prefix[1:][::-1]]  # a different continuation in row 1
+    for a, b in zip(prefix[:20], other[:20], strict=True):
+        single.step(np.array([a]), cache1, cross)
+        batched.step(np.array([b, a]), cache2, cross)
+    cache2.reorder(np.array([1, 1]))  # both rows continue from row 1 (= the real prefix)
+    expected = single.step(np.array([prefix[20]]), cache1, cross)[0]
+    got = batched.step(np.array([prefix[20], prefix[20]]), cache2, cross)
+    np.testing.assert_allclose(got[0], expected, atol=1e-3)
+    np.testing.assert_allclose(got[1], expected, atol=1e-3)
