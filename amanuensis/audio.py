@@ -23,6 +23,7 @@ FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 mel frames per second
 N_SAMPLES_PER_TOKEN = HOP_LENGTH * 2  # the encoder's conv stride halves the frame rate
 LOG_CLAMP = 1e-10  # floor on mel power before log10
 DYNAMIC_RANGE = 8.0  # log10 units kept below the maximum (80 dB)
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # file types looked for when scanning folders
 _STFT_BLOCK_FRAMES = 4096  # frames per FFT block: bounds memory on hour-long files
 
 

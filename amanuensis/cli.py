@@ -18,6 +18,7 @@ from amanuensis.transcribe import TranscribeOptions
 from amanuensis.writers import OUTPUT_FORMATS, Transcript, output_paths, write_outputs
 
 PROGRESS_MIN_SECONDS = 30.0  # show a progress bar for audio longer than one window
+DEFAULT_VALIDATION = Path("tests/data/validation/librispeech_test_other/refs.tsv")
 
 
 class UsageError(Exception):
@@ -49,7 +50,10 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"{' | '.join(PACKAGED_MODELS)} | a CTranslate2 model directory (default: {DEFAULT_MODEL})",
     )
     parser.add_argument(
-        "--precision", choices=["fp32", "int8"], default="fp32", help="model precision (INT8 is not built yet)"
+        "--precision",
+        choices=["fp32", "int8"],
+        default=None,
+        help="int8 (calibrated QDQ; the default where a calibration exists) or fp32",
     )
     parser.add_argument(
         "--device", choices=["auto", "npu", "cpu"], default="auto", help="where to run the graphs (auto = CPU for now)"
@@ -117,6 +121,45 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(ev)
     _add_decoding_arguments(ev, beam_default=5)
     ev.add_argument("--json", action="store_true", help="print a JSON report instead of a table")
+
+    qu = commands.add_parser("quantize", help="calibrate and build INT8 graphs, gated on WER, with a report")
+    qu.add_argument("--model", default=DEFAULT_MODEL, help=f"{' | '.join(PACKAGED_MODELS)} | a CTranslate2 directory")
+    qu.add_argument(
+        "--method",
+        choices=["minmax", "entropy", "percentile"],
+        default="minmax",
+        help="how activation ranges are calibrated (default minmax)",
+    )
+    qu.add_argument("--per-channel", action="store_true", help="one weight scale per output channel")
+    qu.add_argument("--activation-bits", type=int, choices=[8, 16], default=8, help="activation width")
+    qu.add_argument("--symmetric-activations", action="store_true", help="signed activations, zero point 0")
+    qu.add_argument(
+        "--calibration-dir",
+        type=Path,
+        default=Path("calibration_audio"),
+        help="real speech to calibrate on (default: calibration_audio/)",
+    )
+    qu.add_argument(
+        "--validation",
+        type=Path,
+        default=DEFAULT_VALIDATION,
+        help="manifest of the gate's validation set (must not share audio with calibration)",
+    )
+    qu.add_argument(
+        "--target-delta",
+        type=float,
+        default=None,
+        help="keep nodes float until INT8 loses at most this many WER points (default 0.5)",
+    )
+    qu.add_argument("--no-mixed-precision", action="store_true", help="report the all-INT8 result as it is")
+    qu.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="range table to write (default: the user cache, which transcribe prefers)",
+    )
+    qu.add_argument("--report-dir", type=Path, default=None, help="default: models/<model>/ in a checkout")
+    qu.add_argument("--threads", type=int, default=0, help="CPU threads per session (0 = one per core)")
     return parser
 
 
@@ -145,14 +188,49 @@ def _transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
     )
 
 
-def _load(args: argparse.Namespace):
-    if args.precision != "fp32":
-        raise UsageError("INT8 models are not available yet; use --precision fp32")
+def _choose_precision(args: argparse.Namespace, checkpoint) -> str:
+    """INT8 by default where a calibration table exists; say so when falling back to FP32."""
+    from amanuensis.quantize import QuantizationUnavailable, load_table
+
+    if args.precision == "fp32":
+        return "fp32"
+    try:
+        load_table(checkpoint)
+    except QuantizationUnavailable as exc:
+        if args.precision == "int8":
+            raise UsageError(str(exc)) from exc
+        print(f"amanuensis: note: {exc}; using fp32", file=sys.stderr)
+        return "fp32"
+    return "int8"
+
+
+def _load(args: argparse.Namespace, options: TranscribeOptions | None = None):
     if args.device == "npu":
         raise UsageError("no NPU execution provider is supported yet; use --device cpu or auto")
-    from amanuensis.engine import load_model
+    from amanuensis.engine import WhisperModel
+    from amanuensis.models import WhisperCheckpoint
 
-    return load_model(args.model, RuntimeOptions(precision=args.precision, device="cpu", threads=args.threads))
+    checkpoint = WhisperCheckpoint.load(args.model)
+    precision = _choose_precision(args, checkpoint)
+    if precision == "int8":
+        widths = {1, (options.beam_size or 1) if options else 1, (options.best_of or 1) if options else 1}
+        _build_int8_once(checkpoint, tuple(sorted(widths)))
+    return WhisperModel(checkpoint, RuntimeOptions(precision=precision, device="cpu", threads=args.threads))
+
+
+def _build_int8_once(checkpoint, batches: tuple[int, ...]) -> None:
+    """First INT8 use builds the graphs from the committed ranges (seconds), with a progress bar."""
+    from tqdm import tqdm
+
+    from amanuensis.quantize import missing_int8_graphs, prepare_int8
+
+    missing = missing_int8_graphs(checkpoint, batches)
+    if not missing:
+        return
+    with tqdm(
+        total=1 + len(batches), desc=f"building INT8 {checkpoint.files.name} (once)", file=sys.stderr, leave=False
+    ) as bar:
+        prepare_int8(checkpoint, batches, on_graph=bar.update)
 
 
 def _progress_bar(duration: float, mode: str):
@@ -176,7 +254,7 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     output_dir = args.output_dir or Path(".")
     inputs = [Path(a) for a in args.audio]
     input_set = {p.resolve() for p in inputs if p.exists()}
-    model = _load(args)
+    model = _load(args, options)
     failures = 0
     for path in inputs:
         try:
@@ -229,8 +307,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     missing = [str(e.audio) for e in entries if not e.audio.is_file()]
     if missing:
         raise AudioError(f"{args.manifest}: {len(missing)} audio file(s) not found, first: {missing[0]}")
-    model = _load(args)
     options = _transcribe_options(args)
+    model = _load(args, options)
     from tqdm import tqdm
 
     with tqdm(
@@ -248,12 +326,65 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_quantize(args: argparse.Namespace) -> int:
+    from amanuensis.models import WhisperCheckpoint
+    from amanuensis.quantize import user_table_path
+    from amanuensis.quantize.pipeline import DEFAULT_TARGET_DELTA, GATE_MAX_DELTA, QuantizeConfig, run_quantization
+    from amanuensis.quantize.recipe import QuantRecipe
+    from amanuensis.quantize.report import build_report, write_report
+
+    recipe = QuantRecipe(
+        method=args.method,
+        per_channel=args.per_channel,
+        activation_bits=args.activation_bits,
+        activation_symmetric=args.symmetric_activations,
+    )
+    if not args.validation.is_file():
+        raise UsageError(f"validation manifest {args.validation} not found (run from a checkout or pass --validation)")
+    config = QuantizeConfig(
+        model=args.model,
+        calibration_dir=args.calibration_dir,
+        validation_manifest=args.validation,
+        recipe=recipe,
+        target_delta=DEFAULT_TARGET_DELTA if args.target_delta is None else args.target_delta,
+        threads=args.threads,
+        mixed_precision=not args.no_mixed_precision,
+    )
+    result = run_quantization(config, log=lambda line: print(line, file=sys.stderr))
+    checkpoint = WhisperCheckpoint.load(args.model)
+    name = checkpoint.files.name
+    report_dir = args.report_dir or (Path("models") / name if Path("models").is_dir() else user_table_path(name).parent)
+    comparison_file = report_dir / "recipe_comparison.json"
+    comparison = json.loads(comparison_file.read_text()) if comparison_file.is_file() else []
+    report = build_report(checkpoint, result, result.validation_feeds, comparison)
+    for path in write_report(report, report_dir):
+        print(f"wrote {path}", file=sys.stderr)
+    final = result.final
+    print(
+        f"FP32 WER {result.fp32_wer:.2f} %, INT8 WER {final.wer:.2f} % (Δ {final.delta:+.2f} points), "
+        f"{final.int8_mac_share:.1%} of MACs INT8, {len(final.float_nodes)} nodes float"
+    )
+    if not result.passed:
+        print(
+            f"amanuensis: error: INT8 loses {final.delta:.2f} WER points (gate: < {GATE_MAX_DELTA}); "
+            "range table not written",
+            file=sys.stderr,
+        )
+        return 1
+    output = args.output or user_table_path(name)
+    result.table.save(output)
+    print(f"gate passed; range table written to {output}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command == "transcribe":
             return _run_transcribe(args)
+        if args.command == "quantize":
+            return _run_quantize(args)
         return _run_evaluate(args)
     except UsageError as exc:
         print(f"amanuensis: error: {exc}", file=sys.stderr)

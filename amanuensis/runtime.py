@@ -8,6 +8,7 @@ and nothing grows.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +28,10 @@ DEFAULT_THREADS = 0  # 0 lets onnxruntime use one thread per physical core
 class RuntimeOptions:
     """How sessions are created."""
 
-    precision: str = "fp32"  # "fp32" (INT8 arrives with the quantization work)
+    precision: str = "fp32"  # "fp32" or "int8" (calibrated QDQ graphs, built from a committed range table)
     device: str = "cpu"  # "auto" | "npu" | "cpu"; only the CPU provider exists so far
     threads: int = DEFAULT_THREADS  # intra-op threads per session
+    range_table: Path | None = None  # INT8 only: calibration table to build from (None = the committed one)
 
 
 def make_session(path: Path, options: RuntimeOptions) -> ort.InferenceSession:
@@ -41,17 +43,40 @@ def make_session(path: Path, options: RuntimeOptions) -> ort.InferenceSession:
 
 
 CrossKV = dict[str, np.ndarray]  # cross_k_i / cross_v_i arrays from the encoder
+Feed = dict[str, np.ndarray]  # one session.run input dict
+FeedObserver = Callable[[Feed], None]  # sees every input a graph is given (calibration records them)
+
+
+def graph_paths(
+    checkpoint: WhisperCheckpoint, options: RuntimeOptions
+) -> tuple[Callable[[], Path], Callable[[int], Path]]:
+    """Encoder path getter and decoder-step path getter for a precision; builds what is missing."""
+    precision, table = options.precision, options.range_table
+    if precision == "fp32":
+        return (lambda: export.encoder_path(checkpoint)), (lambda batch: export.decoder_step_path(checkpoint, batch))
+    if precision == "int8":
+        from amanuensis.quantize import int8_decoder_step_path, int8_encoder_path
+
+        return (
+            lambda: int8_encoder_path(checkpoint, table),
+            lambda batch: int8_decoder_step_path(checkpoint, batch, table),
+        )
+    raise ValueError(f"unknown precision {precision!r} (expected fp32 or int8)")
 
 
 class Encoder:
-    def __init__(self, checkpoint: WhisperCheckpoint, options: RuntimeOptions) -> None:
-        self.session = make_session(export.encoder_path(checkpoint), options)
-        self.dims = checkpoint.dims
+    def __init__(self, path: Path, dims: ModelDims, options: RuntimeOptions) -> None:
+        self.session = make_session(path, options)
+        self.dims = dims
+        self.observer: FeedObserver | None = None
 
     def __call__(self, mel_window: np.ndarray) -> CrossKV:
         """mel_window: (n_mels, 3000) float32."""
         names = [n for layer in range(self.dims.n_text_layer) for n in cross_kv_names(layer)]
-        outputs = self.session.run(names, {"mel": mel_window[None].astype(np.float32, copy=False)})
+        feed = {"mel": mel_window[None].astype(np.float32, copy=False)}
+        if self.observer:
+            self.observer(feed)
+        outputs = self.session.run(names, feed)
         return dict(zip(names, outputs, strict=True))
 
 
@@ -86,10 +111,11 @@ class KVCache:
 class Decoder:
     """One-token decoder step for a fixed batch size."""
 
-    def __init__(self, checkpoint: WhisperCheckpoint, options: RuntimeOptions, batch: int) -> None:
-        self.session = make_session(export.decoder_step_path(checkpoint, batch), options)
-        self.dims = checkpoint.dims
+    def __init__(self, path: Path, dims: ModelDims, options: RuntimeOptions, batch: int) -> None:
+        self.session = make_session(path, options)
+        self.dims = dims
         self.batch = batch
+        self.observer: FeedObserver | None = None
         layers = range(self.dims.n_text_layer)
         self._output_names = ["logits"] + [n for i in layers for n in new_kv_names(i)]
 
@@ -110,6 +136,8 @@ class Decoder:
             k_name, v_name = self_kv_names(layer)
             feed[k_name] = cache.keys[layer]
             feed[v_name] = cache.values[layer]
+        if self.observer:
+            self.observer(feed)
         logits, *new_kv = self.session.run(self._output_names, feed)
         cache.write(new_kv[0::2], new_kv[1::2])
         return logits
@@ -121,12 +149,17 @@ class ModelRuntime:
     def __init__(self, checkpoint: WhisperCheckpoint, options: RuntimeOptions | None = None) -> None:
         self.checkpoint = checkpoint
         self.options = options or RuntimeOptions()
-        self.encoder = Encoder(checkpoint, self.options)
+        encoder_path, self._decoder_path = graph_paths(checkpoint, self.options)
+        self.encoder = Encoder(encoder_path(), checkpoint.dims, self.options)
         self._decoders: dict[int, Decoder] = {}
         self._lock = threading.Lock()
+        self.decoder_observer: FeedObserver | None = None  # given to every decoder step session
 
     def decoder(self, batch: int) -> Decoder:
         with self._lock:
             if batch not in self._decoders:
-                self._decoders[batch] = Decoder(self.checkpoint, self.options, batch)
-            return self._decoders[batch]
+                path = self._decoder_path(batch)
+                self._decoders[batch] = Decoder(path, self.checkpoint.dims, self.options, batch)
+            decoder = self._decoders[batch]
+            decoder.observer = self.decoder_observer
+            return decoder

@@ -104,7 +104,6 @@ def test_never_overwrites_an_input(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--precision", "int8"], "INT8 models are not available yet"),
     (["--device", "npu"], "no NPU execution provider"),
     (["--model", "large-v9"], "unknown model 'large-v9'"),
     (["--language", "de"], "English-only"),
@@ -127,6 +126,31 @@ def test_local_model_directory(tmp_path: Path, tiny) -> None:
     result = run("transcribe", SAMPLE, "--model", model_dir, "--beam-size", "1")
     assert result.returncode == 0, result.stderr
     assert word_error_rate([SAMPLE_REFERENCE], [result.stdout]) == 0.0
+    assert "no INT8 calibration for model 'my-model'" in result.stderr and "using fp32" in result.stderr
+    explicit = run("transcribe", SAMPLE, "--model", model_dir, "--precision", "int8")
+    assert explicit.returncode == 2 and "amanuensis quantize" in explicit.stderr
+    assert "Traceback" not in explicit.stderr
+
+
+def test_fp32_opt_out_gives_the_same_text() -> None:
+    result = run("transcribe", SAMPLE, "--precision", "fp32")
+    assert result.returncode == 0, result.stderr
+    assert word_error_rate([SAMPLE_REFERENCE], [result.stdout]) == 0.0
+
+
+def test_quantize_refuses_calibration_that_overlaps_validation(tmp_path: Path) -> None:
+    overlap = tmp_path / "calib"
+    overlap.mkdir()
+    first = VALIDATION_MANIFEST.read_text().splitlines()[0].split("\t")[0]
+    (overlap / "clip.flac").write_bytes((VALIDATION_MANIFEST.parent / first).read_bytes())
+    result = run("quantize", "--calibration-dir", overlap, "--validation", VALIDATION_MANIFEST)
+    assert result.returncode == 1 and "is also in the validation set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_quantize_refuses_a_folder_without_audio(tmp_path: Path) -> None:
+    result = run("quantize", "--calibration-dir", tmp_path, "--validation", VALIDATION_MANIFEST)
+    assert result.returncode == 1 and "holds no audio files" in result.stderr
 
 
 def test_evaluate_prints_wer_and_rtf(tmp_path: Path) -> None:

@@ -1,0 +1,119 @@
+"""Calibrated INT8 (QDQ) versions of the exported graphs.
+
+A committed range table (``tables/<model>.json``, produced by ``amanuensis quantize``) holds the
+recipe, the calibration clips and every activation range; the INT8 graphs are built from it on
+first use and cached next to the FP32 graphs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from amanuensis import export
+from amanuensis.models import WhisperCheckpoint
+from amanuensis.quantize.recipe import QuantRecipe, RangeTable, build_qdq
+
+TABLES_DIR = Path(__file__).parent / "tables"
+GRAPHS = ("encoder", "decoder")
+
+__all__ = [
+    "GRAPHS",
+    "TABLES_DIR",
+    "QuantRecipe",
+    "QuantizationUnavailable",
+    "RangeTable",
+    "committed_table_path",
+    "find_table",
+    "int8_decoder_step_path",
+    "int8_encoder_path",
+    "load_table",
+    "missing_int8_graphs",
+    "prepare_int8",
+    "user_table_path",
+]
+
+
+class QuantizationUnavailable(RuntimeError):
+    """No usable range table for this model: INT8 cannot be built without calibrating first."""
+
+
+def committed_table_path(model_name: str) -> Path:
+    """Range table shipped with the package (made by the maintainers' ``amanuensis quantize``)."""
+    return TABLES_DIR / f"{model_name}.json"
+
+
+def user_table_path(model_name: str) -> Path:
+    """Where ``amanuensis quantize`` writes a table by default; preferred over the shipped one."""
+    return export.cache_root() / "tables" / f"{model_name}.json"
+
+
+def find_table(model_name: str) -> Path | None:
+    for path in (user_table_path(model_name), committed_table_path(model_name)):
+        if path.is_file():
+            return path
+    return None
+
+
+def load_table(checkpoint: WhisperCheckpoint, path: Path | None = None) -> RangeTable:
+    """The range table for these weights: ``path``, else the user's, else the shipped one."""
+    path = path or find_table(checkpoint.files.name)
+    if path is None or not path.is_file():
+        raise QuantizationUnavailable(
+            f"no INT8 calibration for model {checkpoint.files.name!r}; run `amanuensis quantize --model "
+            f"{checkpoint.files.name}` first, or use --precision fp32"
+        )
+    table = RangeTable.load(path)
+    if table.weights_digest != checkpoint.digest:
+        raise QuantizationUnavailable(f"{path} was calibrated for other weights than {checkpoint.files.name!r}")
+    if table.export_version != export.EXPORT_VERSION:
+        raise QuantizationUnavailable(f"{path} was calibrated on graphs of an older export; re-run quantize")
+    return table
+
+
+def int8_dir(checkpoint: WhisperCheckpoint, table: RangeTable) -> Path:
+    return export.model_cache_dir(checkpoint) / f"int8-{table.fingerprint()}"
+
+
+def build_int8_graph(
+    checkpoint: WhisperCheckpoint, table: RangeTable, graph: str, batch: int = 1, directory: Path | None = None
+) -> Path:
+    """Path of one INT8 graph, built from the table's ranges if it is not there yet."""
+    directory = directory or int8_dir(checkpoint, table)
+    if graph == "encoder":
+        path, source = directory / "encoder.onnx", export.encoder_path(checkpoint)
+    elif graph == "decoder":
+        path, source = directory / f"decoder_step_b{batch}.onnx", export.decoder_step_path(checkpoint, batch)
+    else:
+        raise ValueError(f"unknown graph {graph!r}")
+    if not path.exists():
+        build_qdq(source, path, table.recipe, table.ranges[graph], table.excluded_nodes.get(graph, []))
+    return path
+
+
+def missing_int8_graphs(checkpoint: WhisperCheckpoint, batches: tuple[int, ...], table_path: Path | None = None) -> int:
+    """How many INT8 graphs still have to be built (0 once cached)."""
+    directory = int8_dir(checkpoint, load_table(checkpoint, table_path))
+    wanted = [directory / "encoder.onnx"] + [directory / f"decoder_step_b{b}.onnx" for b in batches]
+    return sum(not p.exists() for p in wanted)
+
+
+def prepare_int8(
+    checkpoint: WhisperCheckpoint, batches: tuple[int, ...], table_path: Path | None = None, on_graph=None
+) -> None:
+    """Build (once) the INT8 encoder and decoder steps for these beam widths."""
+    table = load_table(checkpoint, table_path)
+    build_int8_graph(checkpoint, table, "encoder")
+    if on_graph:
+        on_graph()
+    for batch in batches:
+        build_int8_graph(checkpoint, table, "decoder", batch)
+        if on_graph:
+            on_graph()
+
+
+def int8_encoder_path(checkpoint: WhisperCheckpoint, table_path: Path | None = None) -> Path:
+    return build_int8_graph(checkpoint, load_table(checkpoint, table_path), "encoder")
+
+
+def int8_decoder_step_path(checkpoint: WhisperCheckpoint, batch: int, table_path: Path | None = None) -> Path:
+    return build_int8_graph(checkpoint, load_table(checkpoint, table_path), "decoder", batch)

@@ -1,0 +1,194 @@
+"""Calibration inputs: the real tensors each graph sees while transcribing real speech.
+
+The encoder sees mel windows; the decoder step sees (token, offset, mask, self-attention cache,
+cross K/V) states. Both are recorded by running the FP32 pipeline over the clips in
+``calibration_audio/`` with observers on the sessions, so the ranges come from the inputs the
+graphs are later given, never from synthetic or random data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from onnxruntime.quantization.calibrate import CalibrationDataReader, create_calibrator
+
+from amanuensis.audio import AUDIO_SUFFIXES, load_audio
+from amanuensis.engine import WhisperModel
+from amanuensis.export.decoder import self_kv_names
+from amanuensis.export.encoder import cross_kv_names
+from amanuensis.models import ModelDims
+from amanuensis.quantize.recipe import METHODS, QUANTIZED_OP_TYPES, QuantRecipe, Ranges
+from amanuensis.runtime import Feed
+from amanuensis.transcribe import TranscribeOptions
+
+# Calibration decodes greedily: the states are the same kind beam search visits, at a fifth the cost.
+CALIBRATION_DECODING = TranscribeOptions(beam_size=1, best_of=1)
+CHUNK_RUNS = 32  # calibration runs per collect_data call (bounds the calibrator's memory)
+
+
+class CalibrationDataError(ValueError):
+    """The calibration set is missing, empty, or overlaps the validation set."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CalibrationClip:
+    path: Path
+    sha256: str
+
+
+def find_calibration_clips(directory: Path) -> list[CalibrationClip]:
+    """Every audio file under ``directory`` (sorted, so the table is reproducible)."""
+    if not directory.is_dir():
+        raise CalibrationDataError(f"calibration folder {directory} does not exist")
+    paths = sorted(p for p in directory.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    if not paths:
+        raise CalibrationDataError(f"calibration folder {directory} holds no audio files")
+    return [CalibrationClip(p, sha256_file(p)) for p in paths]
+
+
+def check_disjoint(clips: list[CalibrationClip], validation_audio: list[Path]) -> None:
+    """Refuse a calibration set that shares a file (by content or by name) with validation."""
+    by_hash = {c.sha256: c.path for c in clips}
+    stems = {c.path.stem: c.path for c in clips}
+    for path in validation_audio:
+        clash = by_hash.get(sha256_file(path)) or stems.get(path.stem)
+        if clash:
+            raise CalibrationDataError(f"calibration clip {clash} is also in the validation set ({path})")
+
+
+@dataclass
+class DecoderState:
+    """One decoder-step input, stored compactly: the cache only up to its filled length."""
+
+    small: Feed  # tokens, offset, mask
+    self_keys: list[np.ndarray]  # (B, H, Dh, length) per layer
+    self_values: list[np.ndarray]  # (B, H, length, Dh) per layer
+    cross: Feed  # shared with every other step of the same window (not copied)
+
+    @classmethod
+    def capture(cls, feed: Feed, n_layers: int, cross_names: list[str]) -> DecoderState:
+        length = int(feed["offset"][0])
+        keys, values = [], []
+        for layer in range(n_layers):
+            k_name, v_name = self_kv_names(layer)
+            keys.append(feed[k_name][..., :length].copy())
+            values.append(feed[v_name][:, :, :length, :].copy())
+        small = {k: feed[k].copy() for k in ("tokens", "offset", "mask")}
+        return cls(small, keys, values, {n: feed[n] for n in cross_names})
+
+    def feed(self, dims: ModelDims) -> Feed:
+        full: Feed = {**self.small, **self.cross}
+        for layer, (k, v) in enumerate(zip(self.self_keys, self.self_values, strict=True)):
+            k_name, v_name = self_kv_names(layer)
+            full_k = np.zeros((*k.shape[:-1], dims.n_text_ctx), np.float32)
+            full_k[..., : k.shape[-1]] = k
+            full_v = np.zeros((v.shape[0], v.shape[1], dims.n_text_ctx, v.shape[3]), np.float32)
+            full_v[:, :, : v.shape[2], :] = v
+            full[k_name], full[v_name] = full_k, full_v
+        return full
+
+
+@dataclass
+class RecordedInputs:
+    """Graph inputs recorded while transcribing a set of clips."""
+
+    dims: ModelDims
+    encoder: list[Feed] = field(default_factory=list)
+    decoder: list[DecoderState] = field(default_factory=list)
+    sources: list[dict] = field(default_factory=list)  # {"path", "sha256", "seconds"} per clip
+
+    def encoder_feeds(self) -> Iterator[Feed]:
+        yield from self.encoder
+
+    def decoder_feeds(self) -> Iterator[Feed]:
+        for state in self.decoder:
+            yield state.feed(self.dims)
+
+
+def record_inputs(
+    model: WhisperModel,
+    clips: list[CalibrationClip],
+    root: Path | None = None,
+    on_clip: Callable[[CalibrationClip], None] | None = None,
+) -> RecordedInputs:
+    """Transcribe each clip with the FP32 model and keep every encoder and decoder-step input."""
+    if model.runtime.options.precision != "fp32":
+        raise ValueError("calibration must observe the FP32 graphs")
+    dims = model.checkpoint.dims
+    recorded = RecordedInputs(dims)
+    cross_names = [name for layer in range(dims.n_text_layer) for name in cross_kv_names(layer)]
+    model.runtime.encoder.observer = lambda feed: recorded.encoder.append({"mel": feed["mel"].copy()})
+    model.runtime.decoder_observer = lambda feed: recorded.decoder.append(
+        DecoderState.capture(feed, dims.n_text_layer, cross_names)
+    )
+    try:
+        for clip in clips:
+            audio = load_audio(clip.path)
+            segments, _ = model.transcribe(audio.samples, CALIBRATION_DECODING)
+            for _ in segments:
+                pass
+            shown = clip.path.relative_to(root) if root else clip.path
+            recorded.sources.append({"path": shown.as_posix(), "sha256": clip.sha256, "seconds": audio.duration})
+            if on_clip:
+                on_clip(clip)
+    finally:
+        model.runtime.encoder.observer = None
+        model.runtime.decoder_observer = None
+    return recorded
+
+
+class FeedReader(CalibrationDataReader):
+    """onnxruntime's reader protocol over a list of recorded feeds."""
+
+    def __init__(self, feeds: list[Feed]) -> None:
+        self._feeds = iter(feeds)
+
+    def get_next(self) -> Feed | None:
+        return next(self._feeds, None)
+
+
+def compute_ranges(
+    float_model: Path,
+    feeds: Iterator[Feed],
+    recipe: QuantRecipe,
+    on_chunk: Callable[[int], None] | None = None,
+) -> Ranges:
+    """Run onnxruntime's calibrator for ``recipe.method`` over the feeds; tensor → (low, high)."""
+    with tempfile.TemporaryDirectory(prefix="amanuensis-calib-") as tmp:
+        calibrator = create_calibrator(
+            float_model,
+            list(QUANTIZED_OP_TYPES),
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=METHODS[recipe.method],
+            extra_options=recipe.calibrator_options(),
+        )
+        chunk: list[Feed] = []
+        for feed in feeds:
+            chunk.append(feed)
+            if len(chunk) == CHUNK_RUNS:
+                calibrator.collect_data(FeedReader(chunk))
+                if on_chunk:
+                    on_chunk(len(chunk))
+                chunk = []
+        if chunk:
+            calibrator.collect_data(FeedReader(chunk))
+            if on_chunk:
+                on_chunk(len(chunk))
+        data = calibrator.compute_data()
+        del calibrator
+    return {
+        name: (float(np.min(td.range_value[0])), float(np.max(td.range_value[1]))) for name, td in data.data.items()
+    }

@@ -1,0 +1,85 @@
+"""Calibration uses real speech from calibration_audio/, never validation audio, never noise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from amanuensis.audio import N_SAMPLES, load_audio, log_mel_spectrogram, pad_or_trim
+from amanuensis.quantize import committed_table_path
+from amanuensis.quantize.calibration import (
+    CalibrationDataError,
+    check_disjoint,
+    find_calibration_clips,
+    record_inputs,
+    sha256_file,
+)
+from amanuensis.quantize.recipe import RangeTable
+
+from ..conftest import CALIBRATION_DIR, ROOT, VALIDATION_MANIFEST
+
+MIN_SPEECH_RMS_DBFS = -45.0  # read speech sits around −20 to −30 dBFS; noise floors and silence far below
+
+
+@pytest.fixture(scope="module")
+def shipped_table() -> RangeTable:
+    return RangeTable.load(committed_table_path("tiny.en"))
+
+
+def test_shipped_ranges_come_from_the_calibration_folder(shipped_table: RangeTable) -> None:
+    """Every clip the shipped ranges were computed from is a file in calibration_audio/, unchanged."""
+    assert len(shipped_table.calibration) == len(find_calibration_clips(CALIBRATION_DIR))
+    for source in shipped_table.calibration:
+        path = ROOT / source["path"]
+        assert path.resolve().is_relative_to(CALIBRATION_DIR.resolve()), source["path"]
+        assert path.is_file() and sha256_file(path) == source["sha256"], f"{path} changed or missing"
+
+
+def test_calibration_clips_are_real_speech(shipped_table: RangeTable) -> None:
+    """Decodable audio of speech-like level and length: random arrays or silence would fail here."""
+    for source in shipped_table.calibration:
+        audio = load_audio(ROOT / source["path"])
+        rms_dbfs = 20 * np.log10(np.sqrt(np.mean(audio.samples**2)) + 1e-12)
+        assert 1.0 < audio.duration < 60.0
+        assert abs(audio.duration - source["seconds"]) < 1e-3
+        assert rms_dbfs > MIN_SPEECH_RMS_DBFS, f"{source['path']} is too quiet to be speech"
+        # Speech has a strongly varying envelope; stationary noise does not.
+        frames = audio.samples[: len(audio.samples) // 400 * 400].reshape(-1, 400)
+        envelope = np.sqrt(np.mean(frames**2, axis=1)) + 1e-9
+        assert np.percentile(envelope, 95) / np.percentile(envelope, 10) > 5.0, source["path"]
+
+
+def test_calibration_and_validation_are_disjoint() -> None:
+    validation = [
+        VALIDATION_MANIFEST.parent / line.split("\t")[0] for line in VALIDATION_MANIFEST.read_text().split("\n") if line
+    ]
+    check_disjoint(find_calibration_clips(CALIBRATION_DIR), validation)  # raises on overlap
+
+
+def test_overlap_and_empty_folders_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(CalibrationDataError, match="holds no audio files"):
+        find_calibration_clips(tmp_path)
+    clips = find_calibration_clips(CALIBRATION_DIR)
+    with pytest.raises(CalibrationDataError, match="also in the validation set"):
+        check_disjoint(clips, [clips[0].path])
+
+
+def test_recorded_inputs_are_what_the_graphs_see(tiny) -> None:
+    """The encoder input recorded for a clip is that clip's log-mel window; decoder states start at SOT."""
+    clip = find_calibration_clips(CALIBRATION_DIR)[0]
+    recorded = record_inputs(tiny, [clip], ROOT)
+    # transcribe pads with 30 s of silent audio before the log-mel, as openai/whisper does
+    expected = pad_or_trim(log_mel_spectrogram(load_audio(clip.path).samples, 80, padding=N_SAMPLES), 3000)
+    assert len(recorded.encoder) == 1
+    np.testing.assert_allclose(recorded.encoder[0]["mel"][0], expected, atol=1e-5)
+    first = recorded.decoder[0]
+    assert int(first.small["tokens"][0, 0]) == tiny.tokenizer.sot and int(first.small["offset"][0]) == 0
+    # States replay the cache exactly as it was: step n sees n filled slots, the rest masked.
+    state = recorded.decoder[5]
+    feed = state.feed(tiny.checkpoint.dims)
+    assert int(feed["offset"][0]) == 5
+    assert np.all(feed["mask"][0, :5] == 0) and np.all(feed["mask"][0, 5:] < -1000)
+    assert np.any(feed["self_k_0"][..., :5] != 0) and not np.any(feed["self_k_0"][..., 5:])
+    assert recorded.sources[0]["path"].startswith("calibration_audio/")

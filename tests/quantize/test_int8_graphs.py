@@ -1,0 +1,112 @@
+"""The shipped INT8 build: what the report counts as INT8 really is QDQ, sizes, agreement with FP32."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from amanuensis import export
+from amanuensis.audio import load_audio, log_mel_spectrogram, pad_or_trim
+from amanuensis.engine import WhisperModel
+from amanuensis.evaluation import word_error_rate
+from amanuensis.quantize import build_int8_graph, load_table
+from amanuensis.quantize.analysis import compute_nodes, int8_node_names
+from amanuensis.quantize.report import MAX_SIZE_RATIO
+from amanuensis.runtime import Encoder, RuntimeOptions
+
+from ..conftest import ROOT, SAMPLE, SAMPLE_REFERENCE
+
+REPORT = ROOT / "models/tiny.en/quantization_report.json"
+MIN_ENCODER_SQNR_DB = 12.0  # cross K/V of the INT8 encoder vs FP32 on a validation window
+
+
+@pytest.fixture(scope="module")
+def int8_graphs(tiny) -> dict[str, onnx.ModelProto]:
+    table = load_table(tiny.checkpoint)
+    return {g: onnx.load(str(build_int8_graph(tiny.checkpoint, table, g))) for g in ("encoder", "decoder")}
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    return json.loads(REPORT.read_text())
+
+
+@pytest.mark.parametrize("graph", ["encoder", "decoder"])
+def test_every_node_counted_int8_has_qdq_on_its_inputs(int8_graphs, report, graph: str) -> None:
+    model = int8_graphs[graph]
+    producers = {out: node for node in model.graph.node for out in node.output}
+    initializers = {i.name: i for i in model.graph.initializer}
+    counted = set(report["graphs"][graph]["int8_nodes"])
+    assert counted == int8_node_names(model) and counted
+    for node in model.graph.node:
+        if node.name not in counted:
+            continue
+        activation, weight = (producers[i] for i in node.input[:2])
+        assert activation.op_type == "DequantizeLinear" and weight.op_type == "DequantizeLinear", node.name
+        # The activation is quantized in the graph (Q→DQ); a weight is stored as 8-bit integers
+        # (int8; the embedding shared by Gather and the logits Gemm gets uint8 from onnxruntime).
+        if weight.input[0] in initializers:
+            assert numpy_helper.to_array(initializers[weight.input[0]]).dtype in (np.int8, np.uint8), node.name
+        else:
+            assert producers[weight.input[0]].op_type == "QuantizeLinear", node.name
+        assert producers[activation.input[0]].op_type == "QuantizeLinear", node.name
+
+
+@pytest.mark.parametrize("graph", ["encoder", "decoder"])
+def test_nodes_kept_float_are_float(tiny, int8_graphs, report, graph: str) -> None:
+    table = load_table(tiny.checkpoint)
+    assert report["graphs"][graph]["float_nodes"] == [
+        n.name
+        for n in compute_nodes(
+            onnx.load(
+                str(
+                    export.encoder_path(tiny.checkpoint)
+                    if graph == "encoder"
+                    else export.decoder_step_path(tiny.checkpoint, 1)
+                )
+            )
+        )
+        if n.name not in int8_node_names(int8_graphs[graph])
+    ]
+    assert set(table.excluded_nodes.get(graph, [])) <= set(report["graphs"][graph]["float_nodes"])
+
+
+def test_int8_is_at_most_thirty_percent_of_fp32_bytes(tiny) -> None:
+    table = load_table(tiny.checkpoint)
+    fp32 = (
+        export.encoder_path(tiny.checkpoint).stat().st_size
+        + export.decoder_step_path(tiny.checkpoint, 1).stat().st_size
+    )
+    int8 = sum(build_int8_graph(tiny.checkpoint, table, g).stat().st_size for g in ("encoder", "decoder"))
+    assert int8 <= MAX_SIZE_RATIO * fp32, f"INT8 {int8} bytes vs FP32 {fp32}"
+
+
+def test_report_and_table_agree(tiny, report) -> None:
+    table = load_table(tiny.checkpoint)
+    assert report["weights_digest"] == table.weights_digest == tiny.checkpoint.digest
+    assert report["gate"]["passed"] and report["gate"]["delta"] < 1.0
+    assert report["sizes"]["ratio"] <= MAX_SIZE_RATIO
+    assert 0.5 < report["int8_mac_share"] <= 1.0
+
+
+def test_int8_encoder_tracks_fp32(tiny, validation) -> None:
+    window = pad_or_trim(log_mel_spectrogram(load_audio(validation[0].audio).samples, 80), 3000)
+    fp32 = tiny.runtime.encoder(window)
+    int8 = Encoder(
+        build_int8_graph(tiny.checkpoint, load_table(tiny.checkpoint), "encoder"),
+        tiny.checkpoint.dims,
+        RuntimeOptions(threads=2),
+    )(window)
+    for name, reference in fp32.items():
+        sqnr = 20 * np.log10(np.linalg.norm(reference) / np.linalg.norm(reference - int8[name]))
+        assert sqnr > MIN_ENCODER_SQNR_DB, f"{name}: {sqnr:.1f} dB"
+
+
+def test_int8_transcribes_the_sample(tiny) -> None:
+    model = WhisperModel(tiny.checkpoint, RuntimeOptions(precision="int8", threads=2))
+    text = model.transcribe_all(SAMPLE).text
+    assert word_error_rate([SAMPLE_REFERENCE], [text]) < 5.0, text

@@ -1,0 +1,70 @@
+"""Compare calibration recipes on the same validation set and put the table into the INT8 report.
+
+    python tools/compare_recipes.py [--model tiny.en]
+
+Every recipe is calibrated on the same recorded inputs (calibration_audio/, FP32 pipeline) and
+keeps the same nodes in float as the shipped table, so only the recipe differs. Writes
+models/<model>/recipe_comparison.json and re-renders models/<model>/quantization_report.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from amanuensis.engine import WhisperModel
+from amanuensis.evaluation import evaluate, read_manifest
+from amanuensis.models import WhisperCheckpoint
+from amanuensis.quantize import load_table
+from amanuensis.quantize.calibration import find_calibration_clips, record_inputs
+from amanuensis.quantize.pipeline import GATE_DECODING, table_from_inputs
+from amanuensis.quantize.recipe import QuantRecipe
+from amanuensis.quantize.report import render_markdown
+from amanuensis.runtime import RuntimeOptions
+
+ROOT = Path(__file__).resolve().parents[1]
+MANIFEST = ROOT / "tests/data/validation/librispeech_test_other/refs.tsv"
+RECIPES = {
+    "minmax, per-tensor": QuantRecipe(method="minmax"),
+    "entropy, per-tensor": QuantRecipe(method="entropy"),
+    "percentile 99.999, per-tensor": QuantRecipe(method="percentile"),
+    "minmax, per-channel": QuantRecipe(method="minmax", per_channel=True),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny.en")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    checkpoint = WhisperCheckpoint.load(args.model)
+    shipped = load_table(checkpoint)
+    entries = read_manifest(MANIFEST)
+    fp32 = WhisperModel(checkpoint, RuntimeOptions(threads=args.threads))
+    recorded = record_inputs(fp32, find_calibration_clips(ROOT / "calibration_audio"), ROOT)
+    fp32_wer = evaluate(fp32, entries, GATE_DECODING).wer
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, recipe in RECIPES.items():
+            table = replace(table_from_inputs(checkpoint, recorded, recipe), excluded_nodes=shipped.excluded_nodes)
+            path = Path(tmp) / "table.json"
+            table.save(path)
+            model = WhisperModel(checkpoint, RuntimeOptions(precision="int8", threads=args.threads, range_table=path))
+            wer = evaluate(model, entries, GATE_DECODING).wer
+            rows.append({"recipe": label, "wer": wer, "delta": wer - fp32_wer, "fp32_wer": fp32_wer})
+            print(f"{label:32s} INT8 WER {wer:6.2f}  Δ {wer - fp32_wer:+.2f}", flush=True)
+    out_dir = ROOT / "models" / checkpoint.files.name
+    (out_dir / "recipe_comparison.json").write_text(json.dumps(rows, indent=1) + "\n")
+    report_path = out_dir / "quantization_report.json"
+    report = json.loads(report_path.read_text())
+    report["recipe_comparison"] = rows
+    report_path.write_text(json.dumps(report, indent=1) + "\n")
+    (out_dir / "quantization_report.md").write_text(render_markdown(report))
+    print(f"wrote {out_dir / 'recipe_comparison.json'} and updated the report")
+
+
+if __name__ == "__main__":
+    main()
