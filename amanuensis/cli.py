@@ -188,49 +188,47 @@ def _transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
     )
 
 
-def _choose_precision(args: argparse.Namespace, checkpoint) -> str:
-    """INT8 by default where a calibration table exists; say so when falling back to FP32."""
+def _int8_table(args: argparse.Namespace, checkpoint):
+    """The range table when INT8 is to be used (the default where one exists), else None for FP32."""
     from amanuensis.quantize import QuantizationUnavailable, load_table
 
     if args.precision == "fp32":
-        return "fp32"
+        return None
     try:
-        load_table(checkpoint)
+        return load_table(checkpoint)
     except QuantizationUnavailable as exc:
         if args.precision == "int8":
             raise UsageError(str(exc)) from exc
         print(f"amanuensis: note: {exc}; using fp32", file=sys.stderr)
-        return "fp32"
-    return "int8"
+        return None
 
 
-def _load(args: argparse.Namespace, options: TranscribeOptions | None = None):
+def _load(args: argparse.Namespace, options: TranscribeOptions):
     if args.device == "npu":
         raise UsageError("no NPU execution provider is supported yet; use --device cpu or auto")
     from amanuensis.engine import WhisperModel
     from amanuensis.models import WhisperCheckpoint
 
     checkpoint = WhisperCheckpoint.load(args.model)
-    precision = _choose_precision(args, checkpoint)
-    if precision == "int8":
-        widths = {1, (options.beam_size or 1) if options else 1, (options.best_of or 1) if options else 1}
-        _build_int8_once(checkpoint, tuple(sorted(widths)))
+    table = _int8_table(args, checkpoint)
+    if table is not None:
+        _build_int8_once(checkpoint, table, tuple(sorted({1, options.beam_size or 1, options.best_of or 1})))
+    precision = "fp32" if table is None else "int8"
     return WhisperModel(checkpoint, RuntimeOptions(precision=precision, device="cpu", threads=args.threads))
 
 
-def _build_int8_once(checkpoint, batches: tuple[int, ...]) -> None:
+def _build_int8_once(checkpoint, table, batches: tuple[int, ...]) -> None:
     """First INT8 use builds the graphs from the committed ranges (seconds), with a progress bar."""
     from tqdm import tqdm
 
     from amanuensis.quantize import missing_int8_graphs, prepare_int8
 
-    missing = missing_int8_graphs(checkpoint, batches)
-    if not missing:
+    if not missing_int8_graphs(checkpoint, table, batches):
         return
     with tqdm(
         total=1 + len(batches), desc=f"building INT8 {checkpoint.files.name} (once)", file=sys.stderr, leave=False
     ) as bar:
-        prepare_int8(checkpoint, batches, on_graph=bar.update)
+        prepare_int8(checkpoint, table, batches, on_graph=bar.update)
 
 
 def _progress_bar(duration: float, mode: str):

@@ -51,17 +51,13 @@ def graph_paths(
     checkpoint: WhisperCheckpoint, options: RuntimeOptions
 ) -> tuple[Callable[[], Path], Callable[[int], Path]]:
     """Encoder path getter and decoder-step path getter for a precision; builds what is missing."""
-    precision, table = options.precision, options.range_table
-    if precision == "fp32":
+    if options.precision == "fp32":
         return (lambda: export.encoder_path(checkpoint)), (lambda batch: export.decoder_step_path(checkpoint, batch))
-    if precision == "int8":
-        from amanuensis.quantize import int8_decoder_step_path, int8_encoder_path
+    if options.precision == "int8":
+        from amanuensis.quantize import int8_graph_paths
 
-        return (
-            lambda: int8_encoder_path(checkpoint, table),
-            lambda batch: int8_decoder_step_path(checkpoint, batch, table),
-        )
-    raise ValueError(f"unknown precision {precision!r} (expected fp32 or int8)")
+        return int8_graph_paths(checkpoint, options.range_table)
+    raise ValueError(f"unknown precision {options.precision!r} (expected fp32 or int8)")
 
 
 class Encoder:

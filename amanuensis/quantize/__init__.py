@@ -7,6 +7,7 @@ first use and cached next to the FP32 graphs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from amanuensis import export
@@ -22,10 +23,11 @@ __all__ = [
     "QuantRecipe",
     "QuantizationUnavailable",
     "RangeTable",
+    "build_int8_graph",
     "committed_table_path",
     "find_table",
-    "int8_decoder_step_path",
-    "int8_encoder_path",
+    "int8_graph_path",
+    "int8_graph_paths",
     "load_table",
     "missing_int8_graphs",
     "prepare_int8",
@@ -74,46 +76,52 @@ def int8_dir(checkpoint: WhisperCheckpoint, table: RangeTable) -> Path:
     return export.model_cache_dir(checkpoint) / f"int8-{table.fingerprint()}"
 
 
+def int8_graph_path(directory: Path, graph: str, batch: int = 1) -> Path:
+    """File name of one INT8 graph inside a build folder."""
+    if graph == "encoder":
+        return directory / "encoder.onnx"
+    if graph == "decoder":
+        return directory / f"decoder_step_b{batch}.onnx"
+    raise ValueError(f"unknown graph {graph!r}")
+
+
 def build_int8_graph(
     checkpoint: WhisperCheckpoint, table: RangeTable, graph: str, batch: int = 1, directory: Path | None = None
 ) -> Path:
     """Path of one INT8 graph, built from the table's ranges if it is not there yet."""
-    directory = directory or int8_dir(checkpoint, table)
-    if graph == "encoder":
-        path, source = directory / "encoder.onnx", export.encoder_path(checkpoint)
-    elif graph == "decoder":
-        path, source = directory / f"decoder_step_b{batch}.onnx", export.decoder_step_path(checkpoint, batch)
-    else:
-        raise ValueError(f"unknown graph {graph!r}")
+    path = int8_graph_path(directory or int8_dir(checkpoint, table), graph, batch)
     if not path.exists():
+        source = export.encoder_path(checkpoint) if graph == "encoder" else export.decoder_step_path(checkpoint, batch)
         build_qdq(source, path, table.recipe, table.ranges[graph], table.excluded_nodes.get(graph, []))
     return path
 
 
-def missing_int8_graphs(checkpoint: WhisperCheckpoint, batches: tuple[int, ...], table_path: Path | None = None) -> int:
+def missing_int8_graphs(checkpoint: WhisperCheckpoint, table: RangeTable, batches: tuple[int, ...]) -> int:
     """How many INT8 graphs still have to be built (0 once cached)."""
-    directory = int8_dir(checkpoint, load_table(checkpoint, table_path))
-    wanted = [directory / "encoder.onnx"] + [directory / f"decoder_step_b{b}.onnx" for b in batches]
+    directory = int8_dir(checkpoint, table)
+    wanted = [int8_graph_path(directory, "encoder")] + [int8_graph_path(directory, "decoder", b) for b in batches]
     return sum(not p.exists() for p in wanted)
 
 
 def prepare_int8(
-    checkpoint: WhisperCheckpoint, batches: tuple[int, ...], table_path: Path | None = None, on_graph=None
+    checkpoint: WhisperCheckpoint,
+    table: RangeTable,
+    batches: tuple[int, ...],
+    on_graph: Callable[[], None] | None = None,
 ) -> None:
     """Build (once) the INT8 encoder and decoder steps for these beam widths."""
-    table = load_table(checkpoint, table_path)
-    build_int8_graph(checkpoint, table, "encoder")
-    if on_graph:
-        on_graph()
-    for batch in batches:
-        build_int8_graph(checkpoint, table, "decoder", batch)
+    for graph, batch in [("encoder", 1), *(("decoder", b) for b in batches)]:
+        build_int8_graph(checkpoint, table, graph, batch)
         if on_graph:
             on_graph()
 
 
-def int8_encoder_path(checkpoint: WhisperCheckpoint, table_path: Path | None = None) -> Path:
-    return build_int8_graph(checkpoint, load_table(checkpoint, table_path), "encoder")
-
-
-def int8_decoder_step_path(checkpoint: WhisperCheckpoint, batch: int, table_path: Path | None = None) -> Path:
-    return build_int8_graph(checkpoint, load_table(checkpoint, table_path), "decoder", batch)
+def int8_graph_paths(
+    checkpoint: WhisperCheckpoint, table_path: Path | None = None
+) -> tuple[Callable[[], Path], Callable[[int], Path]]:
+    """Encoder and decoder-step path getters for the runtime; the table is read once, here."""
+    table = load_table(checkpoint, table_path)
+    return (
+        lambda: build_int8_graph(checkpoint, table, "encoder"),
+        lambda batch: build_int8_graph(checkpoint, table, "decoder", batch),
+    )

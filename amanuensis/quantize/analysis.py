@@ -1,8 +1,8 @@
 """Measurements of a QDQ graph against its FP32 source: what is INT8, how many MACs, how much error.
 
-Errors come from onnxruntime's ``qdq_loss_debug`` run on validation inputs (never calibration ones):
-the local SQNR of each quantize/dequantize pair, the SQNR of each weight, and the SQNR of each
-tensor against the FP32 graph (accumulated error).
+Per-tensor errors come from onnxruntime's ``qdq_loss_debug`` run on validation inputs (never
+calibration ones): the local SQNR of each quantize/dequantize pair and the SQNR of each tensor
+against the FP32 graph (accumulated error). Node sensitivity quantizes one node at a time.
 """
 
 from __future__ import annotations
@@ -133,39 +133,12 @@ def activation_errors(float_model: Path, qdq_model: Path, feeds: Iterable[Feed],
     return errors
 
 
-def weight_errors(float_model: Path, qdq_model: Path) -> dict[str, float]:
-    """SQNR (dB) of every quantized weight."""
-    matched = qdq_loss_debug.create_weight_matching(str(float_model), str(qdq_model))
-    return qdq_loss_debug.compute_weight_error(matched)
-
-
 @dataclass(frozen=True)
 class NodeSensitivity:
     node: str
     op_type: str
     macs: int
-    sqnr_db: float  # combined noise of the node's quantized inputs; lower = more damaging
-
-
-def node_sensitivity(
-    nodes: list[ComputeNode], int8_names: set[str], act_errors: list[TensorError], w_errors: dict[str, float]
-) -> list[NodeSensitivity]:
-    """Rank INT8 compute nodes by the quantization noise entering them (worst first).
-
-    The noise powers of the node's inputs add (relative to each signal), so the node's SQNR is
-    -10·log10(Σ 10^(-SQNR_i/10)).
-    """
-    by_tensor = {e.tensor: e.qdq_sqnr_db for e in act_errors} | w_errors
-    ranked = []
-    for node in nodes:
-        if node.name not in int8_names:
-            continue
-        sqnrs = [by_tensor[i] for i in node.inputs if i in by_tensor]
-        if not sqnrs:
-            continue
-        noise = sum(10 ** (-s / 10) for s in sqnrs)
-        ranked.append(NodeSensitivity(node.name, node.op_type, node.macs, -10 * math.log10(noise)))
-    return sorted(ranked, key=lambda s: s.sqnr_db)
+    sqnr_db: float  # graph outputs vs FP32 with only this node INT8; lower = more damaging
 
 
 def _run_all(model: Path, feeds: list[Feed]) -> list[np.ndarray]:

@@ -174,7 +174,7 @@ def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationRe
     )
     steps: list[GateStep] = []
     float_nodes: list[tuple[str, str]] = []
-    tried_dirs, tables = [], []
+    tables: list[RangeTable] = []
     with tempfile.TemporaryDirectory(prefix="amanuensis-gate-") as tmp:
         while True:
             excluded = {g: [n for gg, n in float_nodes if gg == g] for g in GRAPHS}
@@ -182,7 +182,6 @@ def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationRe
             table_path = Path(tmp) / f"table-{len(steps)}.json"
             table.save(table_path)
             tables.append(table)
-            tried_dirs.append(int8_dir(checkpoint, table))
             int8 = WhisperModel(
                 checkpoint, RuntimeOptions(precision="int8", threads=config.threads, range_table=table_path)
             )
@@ -207,8 +206,8 @@ def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationRe
             float_nodes += [(g, n) for _, g, n in nxt]
     best = min(range(len(steps)), key=lambda i: steps[i].delta)
     table = tables[best]
-    for i, stale in enumerate(tried_dirs):
+    for i, tried in enumerate(tables):
         if i != best:
-            shutil.rmtree(stale, ignore_errors=True)
+            shutil.rmtree(int8_dir(checkpoint, tried), ignore_errors=True)
     seconds = sum(c["seconds"] for c in table.calibration)
     return QuantizationResult(table, fp32_wer, steps, ranked, nodes, len(entries), seconds, feeds, best)
