@@ -12,7 +12,9 @@ import numpy as np
 
 from amanuensis.audio import AudioError, load_audio
 from amanuensis.ct2 import CheckpointError
+from amanuensis.devices import BACKENDS, DEVICES, DeviceUnavailable
 from amanuensis.models import DEFAULT_MODEL, PACKAGED_MODELS, ModelNotFoundError
+from amanuensis.quantize.targets import TARGET_NAMES
 from amanuensis.runtime import RuntimeOptions
 from amanuensis.transcribe import TranscribeOptions
 from amanuensis.writers import OUTPUT_FORMATS, Transcript, output_paths, write_outputs
@@ -56,7 +58,19 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="int8 (calibrated QDQ; the default where a calibration exists) or fp32",
     )
     parser.add_argument(
-        "--device", choices=["auto", "npu", "cpu"], default="auto", help="where to run the graphs (auto = CPU for now)"
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="where to run the graphs (auto: an NPU if one is present, else the CPU); see 'amanuensis devices'",
+    )
+    parser.add_argument("--backend", choices=BACKENDS, default="onnxruntime", help="inference library")
+    parser.add_argument(
+        "--ep", default=None, help="onnxruntime only: run on this execution provider, e.g. QNNExecutionProvider"
+    )
+    parser.add_argument(
+        "--no-fallback",
+        action="store_true",
+        help="fail instead of running on the CPU when the device is missing or cannot take every node",
     )
     parser.add_argument("--threads", type=int, default=0, help="CPU threads per session (0 = one per core)")
 
@@ -122,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoding_arguments(ev, beam_default=5)
     ev.add_argument("--json", action="store_true", help="print a JSON report instead of a table")
 
+    de = commands.add_parser("devices", help="execution providers and devices, and what --device auto picks")
+    de.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    ins = commands.add_parser("inspect", help="where each graph's nodes run on a device, and the INT8 share it took")
+    _add_model_arguments(ins)
+    ins.add_argument("--json", action="store_true", help="print JSON instead of text")
+
     qu = commands.add_parser("quantize", help="calibrate and build INT8 graphs, gated on WER, with a report")
     qu.add_argument("--model", default=DEFAULT_MODEL, help=f"{' | '.join(PACKAGED_MODELS)} | a CTranslate2 directory")
     qu.add_argument(
@@ -131,7 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="how activation ranges are calibrated (default minmax)",
     )
     qu.add_argument("--per-channel", action="store_true", help="one weight scale per output channel")
-    qu.add_argument("--activation-bits", type=int, choices=[8, 16], default=8, help="activation width")
+    qu.add_argument(
+        "--target",
+        choices=TARGET_NAMES,
+        default="cpu",
+        help="QDQ flavour for the device that will run it (qnn: whole graph, 16-bit activations)",
+    )
+    qu.add_argument(
+        "--activation-bits", type=int, choices=[8, 16], default=None, help="activation width (default: the target's)"
+    )
     qu.add_argument("--symmetric-activations", action="store_true", help="signed activations, zero point 0")
     qu.add_argument(
         "--calibration-dir",
@@ -188,14 +217,27 @@ def _transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
     )
 
 
+def _quantization_target(args: argparse.Namespace) -> str:
+    """QDQ flavour for where the graphs will run: QNN's HTP needs its own, the rest share the CPU one."""
+    runtime = _runtime_options(args, "int8")
+    return "qnn" if runtime.plan().ep == "QNNExecutionProvider" else "cpu"
+
+
 def _int8_table(args: argparse.Namespace, checkpoint):
-    """The range table when INT8 is to be used (the default where one exists), else None for FP32."""
-    from amanuensis.quantize import QuantizationUnavailable, load_table
+    """(range table, its file) when INT8 is to be used (the default where one exists), else None for FP32."""
+    from amanuensis.quantize import QuantizationUnavailable, find_table, load_table
 
     if args.precision == "fp32":
         return None
+    target = _quantization_target(args)
+    if target != "cpu" and find_table(checkpoint.files.name, target) is None:
+        print(
+            f"amanuensis: note: no {target} calibration for {checkpoint.files.name}; using the CPU one", file=sys.stderr
+        )
+        target = "cpu"
+    path = find_table(checkpoint.files.name, target)
     try:
-        return load_table(checkpoint)
+        return load_table(checkpoint, path, target), path
     except QuantizationUnavailable as exc:
         if args.precision == "int8":
             raise UsageError(str(exc)) from exc
@@ -203,18 +245,34 @@ def _int8_table(args: argparse.Namespace, checkpoint):
         return None
 
 
-def _load(args: argparse.Namespace, options: TranscribeOptions):
-    if args.device == "npu":
-        raise UsageError("no NPU execution provider is supported yet; use --device cpu or auto")
+def _runtime_options(args: argparse.Namespace, precision: str, table: Path | None = None) -> RuntimeOptions:
+    return RuntimeOptions(
+        precision=precision,
+        range_table=table,
+        device=args.device,
+        backend=args.backend,
+        ep=args.ep,
+        allow_fallback=not args.no_fallback,
+        threads=args.threads,
+    )
+
+
+def _load(args: argparse.Namespace, options: TranscribeOptions, announce: bool = True):
     from amanuensis.engine import WhisperModel
     from amanuensis.models import WhisperCheckpoint
 
     checkpoint = WhisperCheckpoint.load(args.model)
-    table = _int8_table(args, checkpoint)
-    if table is not None:
+    found = _int8_table(args, checkpoint)
+    if found is None:
+        model = WhisperModel(checkpoint, _runtime_options(args, "fp32"))
+    else:
+        table, table_path = found
         _build_int8_once(checkpoint, table, tuple(sorted({1, options.beam_size or 1, options.best_of or 1})))
-    precision = "fp32" if table is None else "int8"
-    return WhisperModel(checkpoint, RuntimeOptions(precision=precision, device="cpu", threads=args.threads))
+        model = WhisperModel(checkpoint, _runtime_options(args, "int8", table_path))
+    precision = model.runtime.options.precision
+    if announce:
+        print(f"amanuensis: {model.name} {precision}: {model.runtime.where()}", file=sys.stderr)
+    return model
 
 
 def _build_int8_once(checkpoint, table, batches: tuple[int, ...]) -> None:
@@ -330,12 +388,14 @@ def _run_quantize(args: argparse.Namespace) -> int:
     from amanuensis.quantize.pipeline import DEFAULT_TARGET_DELTA, GATE_MAX_DELTA, QuantizeConfig, run_quantization
     from amanuensis.quantize.recipe import QuantRecipe
     from amanuensis.quantize.report import build_report, write_report
+    from amanuensis.quantize.targets import get_target
 
     recipe = QuantRecipe(
         method=args.method,
         per_channel=args.per_channel,
-        activation_bits=args.activation_bits,
+        activation_bits=args.activation_bits or get_target(args.target).default_activation_bits,
         activation_symmetric=args.symmetric_activations,
+        target=args.target,
     )
     if not args.validation.is_file():
         raise UsageError(f"validation manifest {args.validation} not found (run from a checkout or pass --validation)")
@@ -351,17 +411,22 @@ def _run_quantize(args: argparse.Namespace) -> int:
     result = run_quantization(config, log=lambda line: print(line, file=sys.stderr))
     checkpoint = WhisperCheckpoint.load(args.model)
     name = checkpoint.files.name
-    report_dir = args.report_dir or (Path("models") / name if Path("models").is_dir() else user_table_path(name).parent)
-    comparison_file = report_dir / "recipe_comparison.json"
-    comparison = json.loads(comparison_file.read_text()) if comparison_file.is_file() else []
-    report = build_report(checkpoint, result, result.validation_feeds, comparison)
-    for path in write_report(report, report_dir):
-        print(f"wrote {path}", file=sys.stderr)
     final = result.final
     print(
         f"FP32 WER {result.fp32_wer:.2f} %, INT8 WER {final.wer:.2f} % (Δ {final.delta:+.2f} points), "
         f"{final.int8_mac_share:.1%} of MACs INT8, {len(final.float_nodes)} nodes float"
     )
+    if result.passed:  # saved before the report, so a report failure cannot lose a long calibration
+        output = args.output or user_table_path(name, args.target)
+        result.table.save(output)
+        print(f"gate passed; range table written to {output}")
+    report_dir = args.report_dir or (Path("models") / name if Path("models").is_dir() else user_table_path(name).parent)
+    comparison_file = report_dir / "recipe_comparison.json"
+    has_comparison = args.target == "cpu" and comparison_file.is_file()  # the table compares CPU-flavour recipes
+    comparison = json.loads(comparison_file.read_text()) if has_comparison else []
+    report = build_report(checkpoint, result, result.validation_feeds, comparison)
+    for path in write_report(report, report_dir, args.target):
+        print(f"wrote {path}", file=sys.stderr)
     if not result.passed:
         print(
             f"amanuensis: error: INT8 loses {final.delta:.2f} WER points (gate: < {GATE_MAX_DELTA}); "
@@ -369,9 +434,47 @@ def _run_quantize(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    output = args.output or user_table_path(name)
-    result.table.save(output)
-    print(f"gate passed; range table written to {output}")
+    return 0
+
+
+def _run_devices(args: argparse.Namespace) -> int:
+    from amanuensis.devices import list_devices, plan
+
+    entries = list_devices()
+    choices = {}
+    for backend in BACKENDS:
+        try:
+            choices[backend] = plan(backend, "auto").describe()
+        except DeviceUnavailable as exc:
+            choices[backend] = f"unavailable ({exc})"
+    if args.json:
+        print(json.dumps({"devices": [vars(e) for e in entries], "auto": choices}, indent=1))
+        return 0
+    print(f"{'backend':12} {'execution provider / device':28} {'hardware':9} {'vendor':10} note")
+    for e in entries:
+        note = "; ".join(x for x in (e.name, e.note) if x)
+        print(f"{e.backend:12} {e.ep:28} {e.hardware:9} {e.vendor:10} {note}")
+    for backend, choice in choices.items():
+        print(f"--device auto --backend {backend}: {choice}")
+    return 0
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from amanuensis.placement import graph_placement
+
+    model = _load(args, TranscribeOptions(beam_size=1, best_of=1), announce=False)
+    runtime = model.runtime
+    decoder = runtime.decoder(1)
+    placements = [
+        graph_placement("encoder", runtime.encoder.path, runtime.encoder.session),
+        graph_placement("decoder", decoder.path, decoder.session),
+    ]
+    if args.json:
+        print(json.dumps([p.to_dict() for p in placements], indent=1))
+        return 0
+    print(f"{model.name} {runtime.options.precision} on {runtime.plan.describe()}")
+    for placement in placements:
+        print("  " + placement.summary())
     return 0
 
 
@@ -383,10 +486,17 @@ def main(argv: list[str] | None = None) -> int:
             return _run_transcribe(args)
         if args.command == "quantize":
             return _run_quantize(args)
+        if args.command == "devices":
+            return _run_devices(args)
+        if args.command == "inspect":
+            return _run_inspect(args)
         return _run_evaluate(args)
     except UsageError as exc:
         print(f"amanuensis: error: {exc}", file=sys.stderr)
         return 2
+    except DeviceUnavailable as exc:
+        print(f"amanuensis: error: {exc}", file=sys.stderr)
+        return 1
     except (ModelNotFoundError, CheckpointError, AudioError, ValueError) as exc:
         print(f"amanuensis: error: {exc}", file=sys.stderr)
         return 1

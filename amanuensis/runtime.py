@@ -8,38 +8,45 @@ and nothing grows.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
-from amanuensis import export
+from amanuensis import devices, export
+from amanuensis.devices import SessionPlan
 from amanuensis.export.builder import MASKED_SCORE
 from amanuensis.export.decoder import new_kv_names, self_kv_names
 from amanuensis.export.encoder import cross_kv_names
 from amanuensis.models import ModelDims, WhisperCheckpoint
+from amanuensis.sessions import GraphSession, SessionSettings, open_session
 
 DEFAULT_THREADS = 0  # 0 lets onnxruntime use one thread per physical core
 
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """How sessions are created."""
+    """How sessions are created and where they run."""
 
     precision: str = "fp32"  # "fp32" or "int8" (calibrated QDQ graphs, built from a committed range table)
-    device: str = "cpu"  # "auto" | "npu" | "cpu"; only the CPU provider exists so far
+    device: str = "auto"  # "auto" | "npu" | "gpu" | "cpu"; auto = an NPU if one is present, else the CPU
+    backend: str = "onnxruntime"  # "onnxruntime" | "openvino"
+    ep: str | None = None  # onnxruntime only: one execution provider by name (overrides device)
+    allow_fallback: bool = True  # False: a missing device or an unsupported node is an error, not CPU work
     threads: int = DEFAULT_THREADS  # intra-op threads per session
     range_table: Path | None = None  # INT8 only: calibration table to build from (None = the committed one)
 
+    def plan(self) -> SessionPlan:
+        return devices.plan(self.backend, self.device, self.ep, self.allow_fallback)
 
-def make_session(path: Path, options: RuntimeOptions) -> ort.InferenceSession:
-    session_options = ort.SessionOptions()
-    session_options.intra_op_num_threads = options.threads
-    session_options.inter_op_num_threads = 1
-    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"])
+    def settings(self) -> SessionSettings:
+        return SessionSettings(threads=self.threads, allow_fallback=self.allow_fallback)
+
+
+def make_session(path: Path, options: RuntimeOptions, session_plan: SessionPlan | None = None) -> GraphSession:
+    return open_session(path, session_plan or options.plan(), options.settings())
 
 
 CrossKV = dict[str, np.ndarray]  # cross_k_i / cross_v_i arrays from the encoder
@@ -61,8 +68,11 @@ def graph_paths(
 
 
 class Encoder:
-    def __init__(self, path: Path, dims: ModelDims, options: RuntimeOptions) -> None:
-        self.session = make_session(path, options)
+    def __init__(
+        self, path: Path, dims: ModelDims, options: RuntimeOptions, session_plan: SessionPlan | None = None
+    ) -> None:
+        self.path = path
+        self.session = make_session(path, options, session_plan)
         self.dims = dims
         self.observer: FeedObserver | None = None
 
@@ -107,8 +117,11 @@ class KVCache:
 class Decoder:
     """One-token decoder step for a fixed batch size."""
 
-    def __init__(self, path: Path, dims: ModelDims, options: RuntimeOptions, batch: int) -> None:
-        self.session = make_session(path, options)
+    def __init__(
+        self, path: Path, dims: ModelDims, options: RuntimeOptions, batch: int, session_plan: SessionPlan | None = None
+    ) -> None:
+        self.path = path
+        self.session = make_session(path, options, session_plan)
         self.dims = dims
         self.batch = batch
         self.observer: FeedObserver | None = None
@@ -146,7 +159,8 @@ class ModelRuntime:
         self.checkpoint = checkpoint
         self.options = options or RuntimeOptions()
         encoder_path, self._decoder_path = graph_paths(checkpoint, self.options)
-        self.encoder = Encoder(encoder_path(), checkpoint.dims, self.options)
+        self.plan = self.options.plan()  # decided once, so every graph runs where the first one does
+        self.encoder = Encoder(encoder_path(), checkpoint.dims, self.options, self.plan)
         self._decoders: dict[int, Decoder] = {}
         self._lock = threading.Lock()
         self.decoder_observer: FeedObserver | None = None  # given to every decoder step session
@@ -155,7 +169,16 @@ class ModelRuntime:
         with self._lock:
             if batch not in self._decoders:
                 path = self._decoder_path(batch)
-                self._decoders[batch] = Decoder(path, self.checkpoint.dims, self.options, batch)
+                self._decoders[batch] = Decoder(path, self.checkpoint.dims, self.options, batch, self.plan)
             decoder = self._decoders[batch]
             decoder.observer = self.decoder_observer
             return decoder
+
+    def where(self) -> str:
+        """One line for the log: the EP/device each graph's nodes really went to."""
+        parts = []
+        for graph, session in (("encoder", self.encoder.session), ("decoder", self.decoder(1).session)):
+            counts = Counter(a.ep for a in session.assignments())
+            parts.append(f"{graph} → " + ", ".join(f"{ep} ({n} nodes)" for ep, n in counts.most_common()))
+        note = f" [{self.plan.fallback_reason}]" if self.plan.fallback_reason else ""
+        return "; ".join(parts) + note

@@ -45,6 +45,14 @@ def base() -> WhisperModel:
 
 
 @pytest.fixture(scope="session")
+def mel_window() -> np.ndarray:
+    """The bundled sample as one encoder input window (80 × 3000)."""
+    from amanuensis.audio import load_audio, log_mel_spectrogram, pad_or_trim
+
+    return pad_or_trim(log_mel_spectrogram(load_audio(SAMPLE).samples)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
 def validation() -> list[ManifestEntry]:
     return read_manifest(VALIDATION_MANIFEST)
 

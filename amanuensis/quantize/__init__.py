@@ -39,30 +39,35 @@ class QuantizationUnavailable(RuntimeError):
     """No usable range table for this model: INT8 cannot be built without calibrating first."""
 
 
-def committed_table_path(model_name: str) -> Path:
+def table_file_name(model_name: str, target: str = "cpu") -> str:
+    """``tiny.en.json`` for the CPU flavour, ``tiny.en.qnn.json`` for another target's."""
+    return f"{model_name}.json" if target == "cpu" else f"{model_name}.{target}.json"
+
+
+def committed_table_path(model_name: str, target: str = "cpu") -> Path:
     """Range table shipped with the package (made by the maintainers' ``amanuensis quantize``)."""
-    return TABLES_DIR / f"{model_name}.json"
+    return TABLES_DIR / table_file_name(model_name, target)
 
 
-def user_table_path(model_name: str) -> Path:
+def user_table_path(model_name: str, target: str = "cpu") -> Path:
     """Where ``amanuensis quantize`` writes a table by default; preferred over the shipped one."""
-    return export.cache_root() / "tables" / f"{model_name}.json"
+    return export.cache_root() / "tables" / table_file_name(model_name, target)
 
 
-def find_table(model_name: str) -> Path | None:
-    for path in (user_table_path(model_name), committed_table_path(model_name)):
+def find_table(model_name: str, target: str = "cpu") -> Path | None:
+    for path in (user_table_path(model_name, target), committed_table_path(model_name, target)):
         if path.is_file():
             return path
     return None
 
 
-def load_table(checkpoint: WhisperCheckpoint, path: Path | None = None) -> RangeTable:
+def load_table(checkpoint: WhisperCheckpoint, path: Path | None = None, target: str = "cpu") -> RangeTable:
     """The range table for these weights: ``path``, else the user's, else the shipped one."""
-    path = path or find_table(checkpoint.files.name)
+    path = path or find_table(checkpoint.files.name, target)
     if path is None or not path.is_file():
         raise QuantizationUnavailable(
-            f"no INT8 calibration for model {checkpoint.files.name!r}; run `amanuensis quantize --model "
-            f"{checkpoint.files.name}` first, or use --precision fp32"
+            f"no INT8 calibration for model {checkpoint.files.name!r} (target {target}); run `amanuensis quantize "
+            f"--model {checkpoint.files.name} --target {target}` first, or use --precision fp32"
         )
     table = RangeTable.load(path)
     if table.weights_digest != checkpoint.digest:
@@ -72,8 +77,11 @@ def load_table(checkpoint: WhisperCheckpoint, path: Path | None = None) -> Range
     return table
 
 
+QDQ_BUILD = 2  # bump when build_qdq changes what it makes from the same table (cached builds are then redone)
+
+
 def int8_dir(checkpoint: WhisperCheckpoint, table: RangeTable) -> Path:
-    return export.model_cache_dir(checkpoint) / f"int8-{table.fingerprint()}"
+    return export.model_cache_dir(checkpoint) / f"int8-{table.fingerprint()}-b{QDQ_BUILD}"
 
 
 def int8_graph_path(directory: Path, graph: str, batch: int = 1) -> Path:

@@ -22,13 +22,17 @@ from amanuensis.engine import WhisperModel
 from amanuensis.export.decoder import self_kv_names
 from amanuensis.export.encoder import cross_kv_names
 from amanuensis.models import ModelDims
-from amanuensis.quantize.recipe import METHODS, QUANTIZED_OP_TYPES, QuantRecipe, Ranges
+from amanuensis.quantize.recipe import METHODS, QuantRecipe, Ranges
+from amanuensis.quantize.targets import get_target, prepare_float_model
 from amanuensis.runtime import Feed
 from amanuensis.transcribe import TranscribeOptions
 
 # Calibration decodes greedily: the states are the same kind beam search visits, at a fifth the cost.
 CALIBRATION_DECODING = TranscribeOptions(beam_size=1, best_of=1)
-CHUNK_RUNS = 32  # calibration runs per collect_data call (bounds the calibrator's memory)
+# Calibration runs per collect_data call, which bounds the calibrator's memory. MinMax keeps two
+# scalars per tensor per run; the histogram methods keep every full tensor of the chunk until it is
+# binned (the encoder's attention maps are 54 MB each), so they take few runs at a time.
+CHUNK_RUNS = {"minmax": 32, "entropy": 2, "percentile": 2}
 
 
 class CalibrationDataError(ValueError):
@@ -169,8 +173,8 @@ def compute_ranges(
     """Run onnxruntime's calibrator for ``recipe.method`` over the feeds; tensor → (low, high)."""
     with tempfile.TemporaryDirectory(prefix="amanuensis-calib-") as tmp:
         calibrator = create_calibrator(
-            float_model,
-            list(QUANTIZED_OP_TYPES),
+            prepare_float_model(float_model, get_target(recipe.target), Path(tmp)),
+            recipe.quantized_op_types,  # None: every float tensor (whole-graph targets)
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=METHODS[recipe.method],
             extra_options=recipe.calibrator_options(),
@@ -178,7 +182,7 @@ def compute_ranges(
         chunk: list[Feed] = []
         for feed in feeds:
             chunk.append(feed)
-            if len(chunk) == CHUNK_RUNS:
+            if len(chunk) == CHUNK_RUNS[recipe.method]:
                 calibrator.collect_data(FeedReader(chunk))
                 if on_chunk:
                     on_chunk(len(chunk))

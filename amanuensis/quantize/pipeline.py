@@ -163,9 +163,13 @@ def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationRe
     table = calibrate(checkpoint, clips, config.recipe, config.calibration_dir.parent, config.threads)
 
     fp32 = WhisperModel(checkpoint, RuntimeOptions(threads=config.threads))
-    log("ranking node sensitivity on validation inputs")
     feeds = _validation_feeds(fp32, entries)
-    nodes, ranked = rank_sensitivity(checkpoint, table, feeds)
+    if config.mixed_precision:
+        log("ranking node sensitivity on validation inputs")
+        nodes, ranked = rank_sensitivity(checkpoint, table, feeds)
+    else:  # nothing will be returned to float, so the (slow) ranking would go unused
+        nodes = {graph: compute_nodes(onnx.load(str(float_graph(checkpoint, graph)))) for graph in GRAPHS}
+        ranked = {graph: [] for graph in GRAPHS}
     log(f"FP32 WER on {len(entries)} validation utterances (greedy)")
     fp32_wer = evaluate(fp32, entries, GATE_DECODING).wer
 

@@ -22,15 +22,14 @@ import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
+from amanuensis.quantize.targets import get_target, prepare_float_model
+
 TABLE_FORMAT = 1  # bump when the table layout changes
 METHODS = {
     "minmax": CalibrationMethod.MinMax,
     "entropy": CalibrationMethod.Entropy,
     "percentile": CalibrationMethod.Percentile,
 }
-# Compute ops carry the MACs; Gather is quantized so the embedding tables are stored as int8
-# (onnxruntime folds DQ→Gather→Q into an int8 Gather).
-QUANTIZED_OP_TYPES = ("MatMul", "Conv", "Gemm", "Gather")
 COMPUTE_OP_TYPES = ("MatMul", "Conv", "Gemm")
 
 
@@ -43,8 +42,10 @@ class QuantRecipe:
     activation_bits: int = 8  # 8 or 16 (16-bit activations: the QNN-style accuracy fallback)
     activation_symmetric: bool = False  # zero point fixed at the middle (signed activations)
     percentile: float = 99.999  # only for method="percentile": share of |values| kept in range
+    target: str = "cpu"  # QDQ flavour: which ops get QDQ and how the graph is prepared (targets.TARGETS)
 
     def __post_init__(self) -> None:
+        get_target(self.target)
         if self.method not in METHODS:
             raise ValueError(f"unknown calibration method {self.method!r}; choose from {', '.join(METHODS)}")
         if self.activation_bits not in (8, 16):
@@ -69,7 +70,14 @@ class QuantRecipe:
     def describe(self) -> str:
         sym = "symmetric" if self.activation_symmetric else "asymmetric"
         weights = "per-channel" if self.per_channel else "per-tensor"
-        return f"{self.method}, {weights} int8 weights (symmetric), {sym} {self.activation_bits}-bit activations"
+        text = f"{self.method}, {weights} int8 weights (symmetric), {sym} {self.activation_bits}-bit activations"
+        return text if self.target == "cpu" else f"{text}, target {self.target}"
+
+    @property
+    def quantized_op_types(self) -> list[str] | None:
+        """Op types that get QDQ inputs (None: every op, as NPU compilers want)."""
+        op_types = get_target(self.target).quantized_op_types
+        return list(op_types) if op_types else None
 
 
 Ranges = dict[str, tuple[float, float]]  # tensor name → (lowest, highest) seen in calibration
@@ -151,8 +159,9 @@ def build_qdq(
 
     Goes through onnxruntime's ``quantize_static`` with its calibration cache, so the QDQ placement
     rules are onnxruntime's own. ``exclude`` keeps nodes float; ``only`` quantizes just those
-    (sensitivity analysis). Softmax, LayerNorm, GELU, residual Adds and the attention mask stay
-    float: only ``QUANTIZED_OP_TYPES`` get QDQ on their inputs.
+    (sensitivity analysis). For the CPU target Softmax, LayerNorm, GELU, residual Adds and the
+    attention mask stay float (only the target's op types get QDQ inputs); NPU targets
+    quantize the whole graph (see ``targets``).
     """
     tensors = TensorsData(
         CalibrationMethod.MinMax,
@@ -163,25 +172,58 @@ def build_qdq(
         cache = Path(tmp) / "ranges.json"
         save_tensors_data(tensors, cache)
         staged = Path(tmp) / output.name
+        source = prepare_float_model(float_model, get_target(recipe.target), Path(tmp))
+        settings = _quantize_settings(source, recipe, exclude or [])
         with _quiet_root_logger():
             quantize_static(
-                str(float_model),
+                str(source),
                 str(staged),
                 calibration_data_reader=None,
                 calibration_cache_path=str(cache),
                 quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=list(QUANTIZED_OP_TYPES),
-                per_channel=recipe.per_channel,
-                activation_type=recipe.activation_type,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=list(exclude or []),
                 nodes_to_quantize=list(only or []),
                 calibrate_method=CalibrationMethod.MinMax,
-                extra_options={
-                    "ActivationSymmetric": recipe.activation_symmetric,
-                    "WeightSymmetric": True,
-                    "MatMulConstBOnly": False,  # attention's activation×activation MatMuls count too
-                },
+                **settings,
             )
         onnx.checker.check_model(str(staged))
         os.replace(staged, output)
+
+
+def _quantize_settings(source: Path, recipe: QuantRecipe, exclude: list[str]) -> dict:
+    """quantize_static arguments for the recipe's target."""
+    if recipe.quantized_op_types is None:
+        # onnxruntime's own QNN rules: which ops need shared scales, 16-bit Q/DQ from the contrib
+        # domain below opset 21, and so on. Its calibration reader is unused (ranges are cached).
+        from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
+
+        config = get_qnn_qdq_config(
+            str(source),
+            calibration_data_reader=None,
+            activation_type=recipe.activation_type,
+            # uint8 weights, onnxruntime's QNN default: with int8 symmetric ones the HTP refused the
+            # LayerNorms (their quantized gamma/beta), as the placement report showed.
+            weight_type=QuantType.QUInt8,
+            per_channel=recipe.per_channel,
+            activation_symmetric=recipe.activation_symmetric,
+            nodes_to_exclude=exclude,
+        )
+        return {
+            "op_types_to_quantize": config.op_types_to_quantize,
+            "per_channel": config.per_channel,
+            "activation_type": config.activation_type,
+            "weight_type": config.weight_type,
+            "nodes_to_exclude": config.nodes_to_exclude or [],
+            "extra_options": config.extra_options,
+        }
+    return {
+        "op_types_to_quantize": recipe.quantized_op_types,
+        "per_channel": recipe.per_channel,
+        "activation_type": recipe.activation_type,
+        "weight_type": QuantType.QInt8,
+        "nodes_to_exclude": exclude,
+        "extra_options": {
+            "ActivationSymmetric": recipe.activation_symmetric,
+            "WeightSymmetric": True,
+            "MatMulConstBOnly": False,  # attention's activation×activation MatMuls count too
+        },
+    }

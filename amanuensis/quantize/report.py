@@ -227,10 +227,13 @@ def _network_order(name: str) -> tuple:
     return (parts[0], layer, name)
 
 
-def write_report(report: dict, directory: Path) -> list[Path]:
+def write_report(report: dict, directory: Path, target: str = "cpu") -> list[Path]:
+    """quantization_report.{md,json} and quantization_error.png; NPU flavours add ``.<target>``."""
     directory.mkdir(parents=True, exist_ok=True)
+    tag = "" if target == "cpu" else f".{target}"
     md, js, png = (
-        directory / n for n in ("quantization_report.md", "quantization_report.json", "quantization_error.png")
+        directory / n
+        for n in (f"quantization_report{tag}.md", f"quantization_report{tag}.json", f"quantization_error{tag}.png")
     )
     js.write_text(json.dumps(report, indent=1) + "\n")
     md.write_text(render_markdown(report))

@@ -1,0 +1,68 @@
+"""QDQ flavours per target: what each accelerator's compiler wants to see in the ONNX graph.
+
+The CPU EP only needs QDQ around the ops that carry the MACs; everything else stays float and
+onnxruntime fuses the rest. An NPU compiler such as QNN's HTP wants the whole graph in fixed
+point, since its float support is partial or missing (the HTP emulator here has no float GELU),
+so that target quantizes every op, with 16-bit activations to keep softmax and LayerNorm accurate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+TARGET_NAMES = ("cpu", "openvino", "qnn")
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str  # the --target value
+    quantized_op_types: tuple[str, ...] | None  # ops that get QDQ inputs; None = every op (whole graph)
+    default_activation_bits: int  # activation width the target's compiler handles best
+    fuse_gelu: bool  # rewrite the erf chain into one Gelu op first (onnxruntime's QNN preprocessing)
+    summary: str  # one line for the report and --help
+
+
+TARGETS = {
+    # Compute ops carry the MACs; Gather is quantized so the embedding tables are stored as int8
+    # (onnxruntime folds DQ→Gather→Q into an int8 Gather).
+    "cpu": Target(
+        "cpu",
+        ("MatMul", "Conv", "Gemm", "Gather"),
+        8,
+        False,
+        "QDQ on MatMul/Conv/Gemm/Gather only, uint8 activations, int8 symmetric weights; the rest float",
+    ),
+    # OpenVINO's CPU and NPU plugins read the same QDQ ONNX and run each Q/DQ-wrapped MatMul in int8,
+    # so the CPU flavour is theirs too; unverified on a real NPU here (none is present).
+    "openvino": Target(
+        "openvino",
+        ("MatMul", "Conv", "Gemm", "Gather"),
+        8,
+        False,
+        "as cpu (OpenVINO reads QDQ ONNX and keeps the rest in f32)",
+    ),
+    "qnn": Target(
+        "qnn",
+        None,
+        16,
+        True,
+        "every op in fixed point for the HTP: uint16 activations, uint8 weights, GELU fused",
+    ),
+}
+
+
+def get_target(name: str) -> Target:
+    if name not in TARGETS:
+        raise ValueError(f"unknown quantization target {name!r}; choose from {', '.join(TARGETS)}")
+    return TARGETS[name]
+
+
+def prepare_float_model(source: Path, target: Target, workdir: Path) -> Path:
+    """The float graph the target's QDQ is placed on (and calibrated against)."""
+    if not target.fuse_gelu:
+        return source
+    from onnxruntime.quantization.execution_providers.qnn import qnn_preprocess_model
+
+    output = workdir / f"{source.stem}.{target.name}.onnx"
+    return output if qnn_preprocess_model(source, output) else source
