@@ -128,23 +128,25 @@ def list_devices() -> list[DeviceEntry]:
             )
     for ep_name, error in _registration_errors.items():
         entries.append(DeviceEntry("onnxruntime", ep_name, "?", "", note=f"not registered: {error}"))
-    for name in openvino_devices():
-        entries.append(DeviceEntry("openvino", name, name.split(".")[0].lower(), "", openvino_device_name(name)))
+    core = _openvino_core()
+    for name in core.available_devices if core else []:
+        full_name = str(core.get_property(name, "FULL_DEVICE_NAME"))
+        entries.append(DeviceEntry("openvino", name, name.split(".")[0].lower(), "", full_name))
     return entries
 
 
-def openvino_devices() -> list[str]:
+def _openvino_core():  # -> openvino.Core | None; openvino is an optional extra
     try:
         import openvino
     except ImportError:
-        return []
-    return list(openvino.Core().available_devices)
+        return None
+    return openvino.Core()
 
 
-def openvino_device_name(device: str) -> str:
-    import openvino
-
-    return str(openvino.Core().get_property(device, "FULL_DEVICE_NAME"))
+def openvino_devices() -> list[str]:
+    """OpenVINO's device names (CPU, NPU, GPU.0, …); empty when it is not installed."""
+    core = _openvino_core()
+    return list(core.available_devices) if core else []
 
 
 @dataclass(frozen=True)
@@ -164,10 +166,12 @@ class SessionPlan:
         return f"{text}; {self.fallback_reason}" if self.fallback_reason else text
 
 
-def _fallback(requested: str, reason: str, allow: bool) -> SessionPlan:
+def _fallback(requested: str, reason: str, allow: bool, backend: str = "onnxruntime") -> SessionPlan:
+    """The CPU of the same backend in place of a missing device, or an error under --no-fallback."""
     if not allow:
         raise DeviceUnavailable(f"{reason}; not falling back to the CPU (--no-fallback)")
-    return SessionPlan("onnxruntime", CPU_EP, "cpu", requested, fallback_reason=f"{reason}, using the CPU")
+    cpu = CPU_EP if backend == "onnxruntime" else "CPU"
+    return SessionPlan(backend, cpu, "cpu", requested, fallback_reason=f"{reason}, using the CPU")
 
 
 def plan_onnxruntime(device: str, ep: str | None = None, allow_fallback: bool = True) -> SessionPlan:
@@ -227,9 +231,7 @@ def plan_openvino(device: str, allow_fallback: bool = True) -> SessionPlan:
     has = {name.split(".")[0] for name in available}
     if device in ("npu", "gpu") and target not in has:
         reason = f"OpenVINO has no {target} device (have: {', '.join(available)})"
-        if not allow_fallback:
-            raise DeviceUnavailable(f"{reason}; not falling back to the CPU (--no-fallback)")
-        return SessionPlan("openvino", "CPU", "cpu", device, fallback_reason=f"{reason}, using the CPU")
+        return _fallback(device, reason, allow_fallback, backend="openvino")
     hardware = device if device != "auto" else ("npu" if "NPU" in has else "cpu")
     return SessionPlan("openvino", target, hardware, device)
 

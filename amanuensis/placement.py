@@ -11,11 +11,13 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 
-from amanuensis.devices import CPU_EP
+from amanuensis.devices import CPU_EP, SessionPlan
+from amanuensis.quantize import float_source
 from amanuensis.quantize.analysis import compute_nodes, int8_node_names
-from amanuensis.sessions import GraphSession, NodeAssignment
+from amanuensis.sessions import GraphSession, NodeAssignment, SessionSettings, nodes_per_ep, open_session
 
 
 @dataclass(frozen=True)
@@ -55,12 +57,9 @@ def graph_placement(graph: str, model_path: Path, session: GraphSession) -> Grap
     ep_of = {a.name: a.ep for a in assignments}
     used = {a.ep for a in assignments}
     whole_graph_ep = used.pop() if len(used) == 1 else "?"  # OpenVINO renames nodes but places them all at once
-    model = onnx.load(str(model_path))
-    # MACs from the float export the graph was built from (same node names; an INT8 build lives in a
-    # folder beside it with the same file name): onnx cannot infer shapes through 16-bit contrib Q/DQ.
-    float_source = model_path.parent.parent / model_path.name
-    compute = compute_nodes(onnx.load(str(float_source)) if model_path.parent.name.startswith("int8-") else model)
-    int8 = int8_node_names(model)
+    # MACs from the float export (same node names): onnx cannot infer shapes through 16-bit contrib Q/DQ.
+    compute = compute_nodes(onnx.load(str(float_source(model_path))))
+    int8 = int8_node_names(onnx.load(str(model_path)))
     macs_per_ep: Counter[str] = Counter()
     for node in compute:
         macs_per_ep[ep_of.get(node.name, whole_graph_ep)] += node.macs
@@ -73,7 +72,7 @@ def graph_placement(graph: str, model_path: Path, session: GraphSession) -> Grap
     return GraphPlacement(
         graph=graph,
         requested=session.plan.describe(),
-        nodes_per_ep=dict(Counter(a.ep for a in assignments).most_common()),
+        nodes_per_ep=nodes_per_ep(assignments),
         macs_per_ep=dict(macs_per_ep.most_common()),
         int8_macs=int8_macs,
         int8_macs_on_accelerator=on_accelerator,
@@ -91,11 +90,6 @@ class Agreement:
 
 
 def agreement(graph: str, path: Path, session: GraphSession, feed: dict, output_names: list[str]) -> Agreement:
-    import numpy as np
-
-    from amanuensis.devices import SessionPlan
-    from amanuensis.sessions import SessionSettings, open_session
-
     cpu = open_session(path, SessionPlan("onnxruntime", CPU_EP, "cpu", "cpu"), SessionSettings())
     expected = cpu.run(output_names, feed)
     actual = session.run(output_names, feed)

@@ -8,7 +8,6 @@ and nothing grows.
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from amanuensis.export.builder import MASKED_SCORE
 from amanuensis.export.decoder import new_kv_names, self_kv_names
 from amanuensis.export.encoder import cross_kv_names
 from amanuensis.models import ModelDims, WhisperCheckpoint
-from amanuensis.sessions import GraphSession, SessionSettings, open_session
+from amanuensis.sessions import GraphSession, SessionSettings, nodes_per_ep, open_session
 
 DEFAULT_THREADS = 0  # 0 lets onnxruntime use one thread per physical core
 
@@ -178,7 +177,7 @@ class ModelRuntime:
         """One line for the log: the EP/device each graph's nodes really went to."""
         parts = []
         for graph, session in (("encoder", self.encoder.session), ("decoder", self.decoder(1).session)):
-            counts = Counter(a.ep for a in session.assignments())
-            parts.append(f"{graph} → " + ", ".join(f"{ep} ({n} nodes)" for ep, n in counts.most_common()))
+            counts = nodes_per_ep(session.assignments())
+            parts.append(f"{graph} → " + ", ".join(f"{ep} ({n} nodes)" for ep, n in counts.items()))
         note = f" [{self.plan.fallback_reason}]" if self.plan.fallback_reason else ""
         return "; ".join(parts) + note

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MANIFEST = ROOT / "tests/data/validation/librispeech_test_other/refs.tsv"
+from common import VALIDATION_MANIFEST, model_parser
+
 CONFIGS = ("amanuensis-int8", "faster-whisper-int8", "amanuensis-fp32", "faster-whisper-float32")
 
 
@@ -109,10 +109,8 @@ def render(rows: list[dict]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny.en")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
+    parser = model_parser(__doc__)
+    parser.add_argument("--manifest", type=Path, default=VALIDATION_MANIFEST)
     parser.add_argument("--limit", type=int, default=None, help="only the first N clips")
     parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS))
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")

@@ -9,11 +9,12 @@ models/<model>/recipe_comparison.json and re-renders models/<model>/quantization
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+
+from common import ROOT, VALIDATION_MANIFEST, model_parser
 
 from amanuensis.engine import WhisperModel
 from amanuensis.evaluation import evaluate, read_manifest
@@ -25,8 +26,6 @@ from amanuensis.quantize.recipe import QuantRecipe
 from amanuensis.quantize.report import render_markdown
 from amanuensis.runtime import RuntimeOptions
 
-ROOT = Path(__file__).resolve().parents[1]
-MANIFEST = ROOT / "tests/data/validation/librispeech_test_other/refs.tsv"
 RECIPES = {
     "minmax, per-tensor": QuantRecipe(method="minmax"),
     "entropy, per-tensor": QuantRecipe(method="entropy"),
@@ -36,13 +35,11 @@ RECIPES = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny.en")
-    parser.add_argument("--threads", type=int, default=2)
+    parser = model_parser(__doc__)
     args = parser.parse_args()
     checkpoint = WhisperCheckpoint.load(args.model)
     shipped = load_table(checkpoint)
-    entries = read_manifest(MANIFEST)
+    entries = read_manifest(VALIDATION_MANIFEST)
     fp32 = WhisperModel(checkpoint, RuntimeOptions(threads=args.threads))
     recorded = record_inputs(fp32, find_calibration_clips(ROOT / "calibration_audio"), ROOT)
     fp32_wer = evaluate(fp32, entries, GATE_DECODING).wer

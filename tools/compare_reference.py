@@ -10,26 +10,22 @@ identical tokens.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
+
+from common import VALIDATION_MANIFEST, model_parser
 
 from amanuensis import TranscribeOptions, load_model
 from amanuensis.audio import load_audio
 from amanuensis.evaluation import read_manifest, word_error_rate
 from amanuensis.runtime import RuntimeOptions
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MANIFEST = ROOT / "tests/data/validation/librispeech_test_other/refs.tsv"
-
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
-    parser.add_argument("--model", default="tiny.en")
-    parser.add_argument("--threads", type=int, default=2)
+    parser = model_parser(__doc__)
+    parser.add_argument("--manifest", type=Path, default=VALIDATION_MANIFEST)
     parser.add_argument("--limit", type=int, default=None, help="only the first N utterances")
     parser.add_argument(
         "--window-padding",

@@ -7,11 +7,11 @@ Run it deliberately (after a change that is meant to move WER) and commit the JS
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import platform
-from pathlib import Path
+
+from common import ROOT, VALIDATION_MANIFEST, model_parser
 
 from amanuensis.engine import WhisperModel
 from amanuensis.evaluation import evaluate, read_manifest
@@ -19,17 +19,12 @@ from amanuensis.models import WhisperCheckpoint
 from amanuensis.quantize.pipeline import GATE_DECODING
 from amanuensis.runtime import RuntimeOptions
 
-ROOT = Path(__file__).resolve().parents[1]
-MANIFEST = ROOT / "tests/data/validation/librispeech_test_other/refs.tsv"
-
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="tiny.en")
-    parser.add_argument("--threads", type=int, default=2)
+    parser = model_parser(__doc__)
     args = parser.parse_args()
     checkpoint = WhisperCheckpoint.load(args.model)
-    entries = read_manifest(MANIFEST)
+    entries = read_manifest(VALIDATION_MANIFEST)
     for precision in ("fp32", "int8"):
         model = WhisperModel(checkpoint, RuntimeOptions(precision=precision, threads=args.threads))
         report = evaluate(model, entries, GATE_DECODING)
@@ -37,7 +32,7 @@ def main() -> None:
             "model": args.model,
             "precision": precision,
             "decoding": "greedy",
-            "manifest": MANIFEST.relative_to(ROOT).as_posix(),
+            "manifest": VALIDATION_MANIFEST.relative_to(ROOT).as_posix(),
             "utterances": len(entries),
             "wer": round(report.wer, 3),
             "measured": datetime.date.today().isoformat(),

@@ -26,6 +26,7 @@ __all__ = [
     "build_int8_graph",
     "committed_table_path",
     "find_table",
+    "float_source",
     "int8_graph_path",
     "int8_graph_paths",
     "load_table",
@@ -80,8 +81,19 @@ def load_table(checkpoint: WhisperCheckpoint, path: Path | None = None, target: 
 QDQ_BUILD = 2  # bump when build_qdq changes what it makes from the same table (cached builds are then redone)
 
 
+INT8_DIR_PREFIX = "int8-"  # INT8 builds live in <model cache>/int8-<table fingerprint>-b<QDQ_BUILD>/
+
+
 def int8_dir(checkpoint: WhisperCheckpoint, table: RangeTable) -> Path:
-    return export.model_cache_dir(checkpoint) / f"int8-{table.fingerprint()}-b{QDQ_BUILD}"
+    return export.model_cache_dir(checkpoint) / f"{INT8_DIR_PREFIX}{table.fingerprint()}-b{QDQ_BUILD}"
+
+
+def float_source(graph_path: Path) -> Path:
+    """The FP32 export a graph file was built from: itself, or for an INT8 build the same file name
+    in the model cache folder above it."""
+    if graph_path.parent.name.startswith(INT8_DIR_PREFIX):
+        return graph_path.parent.parent / graph_path.name
+    return graph_path
 
 
 def int8_graph_path(directory: Path, graph: str, batch: int = 1) -> Path:
