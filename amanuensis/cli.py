@@ -75,6 +75,52 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads per session (0 = one per core)")
 
 
+def _add_stream_parser(commands) -> None:
+    from amanuensis.streaming import StreamOptions
+    from amanuensis.streaming.sources import DEFAULT_CHUNK_S
+
+    interval = StreamOptions().update_interval_s
+    st = commands.add_parser(
+        "stream", help="live transcription of a file played in real time, or of PCM/wav piped to stdin ('-')"
+    )
+    st.add_argument("audio", help="an audio file, or - to read wav or raw PCM from stdin")
+    _add_model_arguments(st)
+    st.add_argument("--language", default=None, help="language code; detected at the first words when omitted")
+    st.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
+    st.add_argument("--beam-size", type=int, default=1, help="beams per update (default 1: greedy)")
+    st.add_argument(
+        "--update-interval",
+        type=float,
+        default=interval,
+        help=f"seconds of new audio between updates (default {interval})",
+    )
+    st.add_argument(
+        "--realtime-factor",
+        type=float,
+        default=1.0,
+        help="play a file this many times faster than real time (0: as fast as possible; default 1)",
+    )
+    st.add_argument(
+        "--chunk-ms", type=float, default=DEFAULT_CHUNK_S * 1000, help="size of the chunks fed to the stream"
+    )
+    st.add_argument(
+        "--input-format",
+        choices=["s16le", "f32le"],
+        default="s16le",
+        help="raw PCM on stdin (wav is recognised by its header)",
+    )
+    st.add_argument("--sample-rate", type=int, default=16000, help="raw PCM on stdin: Hz (default 16000)")
+    st.add_argument("--channels", type=int, default=1, help="raw PCM on stdin: interleaved channels (default 1)")
+    st.add_argument(
+        "--partials",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="show the unconfirmed tail on stderr (auto: when stderr is a terminal)",
+    )
+    st.add_argument("--no-timestamps", action="store_true", help="print confirmed text without times")
+    st.add_argument("--verbose", action="store_true", help="say where every sample went at the end")
+
+
 def _add_decoding_arguments(parser: argparse.ArgumentParser, beam_default: int) -> None:
     parser.add_argument(
         "--language", default=None, help="language code (e.g. en, de); detected when omitted on multilingual models"
@@ -142,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     ins = commands.add_parser("inspect", help="where each graph's nodes run on a device, and the INT8 share it took")
     _add_model_arguments(ins)
     ins.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    _add_stream_parser(commands)
 
     qu = commands.add_parser("quantize", help="calibrate and build INT8 graphs, gated on WER, with a report")
     qu.add_argument("--model", default=DEFAULT_MODEL, help=f"{' | '.join(PACKAGED_MODELS)} | a CTranslate2 directory")
@@ -356,6 +404,65 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _run_stream(args: argparse.Namespace) -> int:
+    from amanuensis.streaming import CONFIRMED, AudioFormat, StreamOptions, TranscriptionStream
+    from amanuensis.streaming.sources import file_chunks, paced, pipe_chunks
+    from amanuensis.writers import format_timestamp
+
+    if args.beam_size < 1:
+        raise UsageError("--beam-size must be at least 1")
+    if args.chunk_ms <= 0 or args.realtime_factor < 0:
+        raise UsageError("--chunk-ms must be positive and --realtime-factor not negative")
+    try:
+        options = StreamOptions(
+            language=args.language, task=args.task, beam_size=args.beam_size, update_interval_s=args.update_interval
+        )
+        raw = AudioFormat(args.sample_rate, args.channels, "int16" if args.input_format == "s16le" else "float32")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    chunk_s = args.chunk_ms / 1000
+    if args.audio == "-":
+        audio_format, chunks = pipe_chunks(sys.stdin.buffer, raw, chunk_s)
+    else:
+        audio_format, chunks = AudioFormat(), paced(file_chunks(args.audio, chunk_s), args.realtime_factor)
+    model = _load(args, TranscribeOptions(beam_size=args.beam_size, best_of=1))
+    stream = TranscriptionStream(model, options, audio_format)
+    show_partials = args.partials == "always" or (args.partials == "auto" and sys.stderr.isatty())
+    heard = False
+
+    def show(events) -> None:
+        nonlocal heard
+        for event in events:
+            if show_partials:
+                sys.stderr.write("\r\033[2K")
+            if event.kind == CONFIRMED:
+                heard = True
+                text = event.text.strip()
+                if not args.no_timestamps:
+                    text = f"[{format_timestamp(event.start)} --> {format_timestamp(event.end)}] {text}"
+                print(text, flush=True)
+            elif show_partials and event.text:
+                sys.stderr.write(f"\033[2m…{event.text}\033[0m")
+            if show_partials:
+                sys.stderr.flush()
+
+    for chunk in chunks:
+        show(stream.feed(chunk))
+    show(stream.finish())
+    stats = stream.stats
+    if stats.fed_samples == 0:
+        raise AudioError("no audio received")
+    if not heard:
+        print(f"amanuensis: no speech heard in {stats.fed_samples / 16000:.1f} s of audio", file=sys.stderr)
+    if args.verbose:
+        print(
+            f"# {stats.fed_samples} samples fed: {stats.transcribed_samples} transcribed, "
+            f"{stats.silent_samples} skipped as silence, {stats.buffered_samples} left; {stats.updates} updates",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _run_evaluate(args: argparse.Namespace) -> int:
     from amanuensis.evaluation import evaluate, read_manifest
 
@@ -486,6 +593,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_transcribe(args)
         if args.command == "quantize":
             return _run_quantize(args)
+        if args.command == "stream":
+            return _run_stream(args)
         if args.command == "devices":
             return _run_devices(args)
         if args.command == "inspect":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +14,9 @@ from amanuensis.runtime import ModelRuntime, RuntimeOptions
 from amanuensis.tokenizer import Tokenizer
 from amanuensis.transcribe import ProgressCallback, Segment, TranscribeOptions, TranscriptionInfo, transcribe
 from amanuensis.writers import Transcript
+
+if TYPE_CHECKING:
+    from amanuensis.streaming import AudioFormat, StreamOptions, TranscriptionStream
 
 
 class WhisperModel:
@@ -36,6 +40,19 @@ class WhisperModel:
         """Segments (lazy) and info for a file path or mono 16 kHz float32 samples."""
         samples = audio if isinstance(audio, np.ndarray) else load_audio(audio).samples
         return transcribe(self.runtime, self.tokenizer, samples, options, progress)
+
+    def stream(
+        self, options: StreamOptions | None = None, audio_format: AudioFormat | None = None, **fields: Any
+    ) -> TranscriptionStream:
+        """A live TranscriptionStream on this model's sessions: ``model.stream(language="en")``.
+
+        ``options`` is a StreamOptions; keyword fields override it. See amanuensis.streaming.
+        """
+        from dataclasses import replace
+
+        from amanuensis.streaming import StreamOptions, TranscriptionStream
+
+        return TranscriptionStream(self, replace(options or StreamOptions(), **fields), audio_format)
 
     def transcribe_all(
         self,

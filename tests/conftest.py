@@ -40,6 +40,12 @@ def tiny() -> WhisperModel:
 
 
 @pytest.fixture(scope="session")
+def tiny_int8() -> WhisperModel:
+    """The default product: tiny.en with calibrated INT8 graphs."""
+    return load_model("tiny.en", RuntimeOptions(precision="int8", threads=2))
+
+
+@pytest.fixture(scope="session")
 def base() -> WhisperModel:
     return load_model("base", RuntimeOptions(threads=2))
 

@@ -1,0 +1,346 @@
+"""A transcription stream: feed audio as it arrives, get partial and confirmed text back.
+
+Every ``update_interval_s`` of new audio the buffer (everything since the last cut) is
+transcribed again; LocalAgreement-2 confirms the words two consecutive hypotheses share. The
+buffer is cut at the end of a confirmed segment once it is longer than ``trim_after_s``, and
+the text cut away becomes the prompt, so memory and the cost of an update stay bounded however
+long the stream runs. Updates happen at fixed points of the audio, so the text does not depend
+on how the audio was chunked; a caller slower than real time falls behind rather than skipping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from amanuensis.audio import SAMPLE_RATE, peak_frame_dbfs
+from amanuensis.streaming.agreement import LocalAgreement, Word, split_words
+from amanuensis.streaming.input import AudioFormat, InputConverter
+from amanuensis.streaming.vad import DEFAULT_THRESHOLD, WINDOW, SileroVad
+from amanuensis.transcribe import TranscribeOptions, transcribe
+
+if TYPE_CHECKING:
+    from amanuensis.engine import WhisperModel
+
+PARTIAL = "partial"  # event kind: the unconfirmed tail; replaces the previous partial, may change
+CONFIRMED = "confirmed"  # event kind: words appended to the transcript; never change again
+WINDOW_S = 30.0  # seconds the encoder sees: the buffer must stay shorter
+PROMPT_CHARS = 200  # characters of confirmed text (already cut from the buffer) given as the prompt
+NO_SPEECH_KEEP_S = 1.0  # when a long buffer held no words at all, keep this much of its end
+SPEECH_PAD_S = 0.4  # audio kept when a buffer without speech is dropped: a word may be starting
+VAD_CHOICES = ("silero", None)
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    language: str | None = None  # None: English for .en models, detected at the first words otherwise
+    task: str = "transcribe"  # or "translate" (multilingual models)
+    update_interval_s: float = 0.75  # new audio between updates; must exceed an update's compute time
+    trim_after_s: float = 15.0  # a longer buffer is cut at the end of its last confirmed segment
+    max_buffer_s: float = 25.0  # hard limit (< 30 s window): cut at the last confirmed word
+    lookahead_s: float = 0.5  # audio that must follow a word (by its estimated end) before it is confirmed
+    beam_size: int | None = None  # None/1 = greedy, so an update fits in the interval on a CPU
+    temperatures: tuple[float, ...] = (0.0,)  # fallback ladder; each step re-decodes the buffer
+    no_speech_threshold: float | None = 0.6  # Whisper's no-speech rule (see TranscribeOptions)
+    logprob_threshold: float | None = -1.0  # see TranscribeOptions
+    # A buffer whose loudest 25 ms frame is quieter than this (dBFS) is silence: it is not
+    # decoded and is dropped. None = no energy gate.
+    silence_threshold_db: float | None = -60.0
+    # "silero": a buffer in which Silero VAD hears no speech is not decoded either (noise,
+    # music, room tone: Whisper invents words for them). None = the energy gate alone.
+    vad: str | None = "silero"
+    vad_threshold: float = DEFAULT_THRESHOLD  # speech probability of a 32 ms window that counts as speech
+
+    def __post_init__(self) -> None:
+        if self.vad not in VAD_CHOICES:
+            raise ValueError(f"vad must be 'silero' or None, got {self.vad!r}")
+        if self.update_interval_s <= 0:
+            raise ValueError("update_interval_s must be positive")
+        if not 0 < self.trim_after_s <= self.max_buffer_s < WINDOW_S - self.update_interval_s:
+            raise ValueError(
+                f"need 0 < trim_after_s ≤ max_buffer_s < {WINDOW_S:.0f} s − update_interval_s "
+                f"(got {self.trim_after_s}, {self.max_buffer_s}, {self.update_interval_s})"
+            )
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    kind: str  # PARTIAL or CONFIRMED
+    start: float  # seconds from the start of the stream (word times are estimates, see agreement)
+    end: float  # seconds
+    text: str  # confirmed: the new words, with leading spaces; partial: the whole unconfirmed tail
+    stream_time: float  # seconds of audio fed when the event was produced
+    words: tuple[Word, ...] = ()
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    """Where every sample went: fed = transcribed + silent + buffered."""
+
+    input_frames: int  # frames received, in the caller's format and rate
+    fed_samples: int  # 16 kHz samples after conversion
+    transcribed_samples: int  # cut from the buffer after being transcribed
+    silent_samples: int  # cut from the buffer as silence, without decoding
+    buffered_samples: int  # still in the buffer (0 after finish)
+    updates: int  # times the buffer was transcribed
+
+
+class TranscriptionStream:
+    """One live stream; several may share a model (its sessions are thread-safe)."""
+
+    def __init__(
+        self, model: WhisperModel, options: StreamOptions | None = None, audio_format: AudioFormat | None = None
+    ) -> None:
+        self.options = options or StreamOptions()
+        self._runtime = model.runtime
+        self._tokenizer = model.tokenizer
+        self._check_language()
+        self._converter = InputConverter(audio_format or AudioFormat())
+        self._vad = SileroVad() if self.options.vad == "silero" else None
+        self._vad_windows = 0  # VAD windows judged so far
+        self._speech_until = 0  # stream sample index where the last speech window ends
+        self._lock = threading.Lock()
+        self._buffer = np.zeros(0, np.float32)
+        self._buffer_start = 0  # stream sample index of buffer[0]
+        self._since_update = 0  # samples fed since the last update
+        self._agreement = LocalAgreement()
+        self._hypothesis: list[Word] = []  # the latest transcription of the buffer
+        self._prompt = ""  # tail of the confirmed text already cut from the buffer
+        self._language = self.options.language
+        self._last_partial = ""
+        self._confirmed_until = 0.0  # end of the last confirmed event, seconds
+        self._finished = False
+        self._transcribed = 0
+        self._silent = 0
+        self._updates = 0
+
+    # ----------------------------------------------------------------------- public API
+
+    def feed(self, chunk: np.ndarray | bytes) -> list[StreamEvent]:
+        """Add audio (any length; see AudioFormat); returns the events it caused, often none."""
+        with self._lock:
+            if self._finished:
+                raise RuntimeError("the stream is finished; start a new one")
+            return self._take(self._converter.convert(chunk))
+
+    def finish(self) -> list[StreamEvent]:
+        """End of audio: transcribe what is left and confirm everything."""
+        with self._lock:
+            if self._finished:
+                return []
+            events = self._take(self._converter.flush())
+            events += self._update(final=True)
+            self._finished = True
+            return events
+
+    async def afeed(self, chunk: np.ndarray | bytes) -> list[StreamEvent]:
+        """``feed`` off the event loop (inference runs in a worker thread)."""
+        return await asyncio.to_thread(self.feed, chunk)
+
+    async def afinish(self) -> list[StreamEvent]:
+        return await asyncio.to_thread(self.finish)
+
+    @property
+    def stats(self) -> StreamStats:
+        with self._lock:
+            return StreamStats(
+                input_frames=self._converter.frames_in,
+                fed_samples=self._buffer_start + len(self._buffer),
+                transcribed_samples=self._transcribed,
+                silent_samples=self._silent,
+                buffered_samples=len(self._buffer),
+                updates=self._updates,
+            )
+
+    # ----------------------------------------------------------------------- internals
+
+    def _check_language(self) -> None:
+        options, tokenizer = self.options, self._tokenizer
+        if options.task == "translate" and not tokenizer.multilingual:
+            raise ValueError("translation needs a multilingual model (e.g. --model base)")
+        if not tokenizer.multilingual and options.language not in (None, "en"):
+            raise ValueError(f"model is English-only; cannot use language '{options.language}'")
+        if tokenizer.multilingual and options.language is not None:
+            tokenizer.language_token(options.language)  # validates the code now, not at the first update
+
+    def _take(self, samples: np.ndarray) -> list[StreamEvent]:
+        """Append samples, updating at every ``update_interval_s`` boundary of the stream."""
+        step = round(self.options.update_interval_s * SAMPLE_RATE)
+        events: list[StreamEvent] = []
+        while len(samples):
+            room = step - self._since_update
+            piece, samples = samples[:room], samples[room:]
+            self._listen(piece)
+            self._buffer = np.concatenate([self._buffer, piece])
+            self._since_update += len(piece)
+            if self._since_update >= step:
+                events += self._update(final=False)
+        return events
+
+    def _now(self) -> float:
+        return (self._buffer_start + len(self._buffer)) / SAMPLE_RATE
+
+    def _listen(self, samples: np.ndarray) -> None:
+        """Run the VAD over new audio; remember where the last speech ended."""
+        if self._vad is None:
+            return
+        probs = self._vad(samples)
+        speech = np.flatnonzero(probs >= self.options.vad_threshold)
+        if len(speech):
+            self._speech_until = (self._vad_windows + int(speech[-1]) + 1) * WINDOW
+        self._vad_windows += len(probs)
+
+    def _is_quiet(self) -> bool:
+        """Nothing worth decoding in the buffer: too quiet, or no speech according to the VAD."""
+        if len(self._buffer) == 0:
+            return True
+        threshold = self.options.silence_threshold_db
+        if threshold is not None and peak_frame_dbfs(self._buffer) < threshold:
+            return True
+        return self._vad is not None and self._speech_until <= self._buffer_start
+
+    def _update(self, final: bool) -> list[StreamEvent]:
+        self._since_update = 0
+        events: list[StreamEvent] = []
+        if self._is_quiet():  # nothing to hear: drop it, unconfirmed words included
+            self._agreement.partial = []
+            self._hypothesis = []
+            keep = 0 if final else min(len(self._buffer), round(SPEECH_PAD_S * SAMPLE_RATE))
+            self._cut(len(self._buffer) - keep, len(self._agreement.in_buffer), silent=True)
+        else:
+            self._hypothesis = self._transcribe()
+            self._updates += 1
+            confirmed = self._agreement.update(self._hypothesis, self._now() - self.options.lookahead_s)
+            if final:
+                confirmed += self._agreement.confirm_partial()
+            if confirmed:
+                events.append(self._confirmed_event(confirmed))
+            if final:
+                self._cut(len(self._buffer), len(self._agreement.in_buffer), silent=False)
+            else:
+                events += self._trim()
+        partial = "".join(w.text for w in self._agreement.partial)
+        if partial != self._last_partial:
+            self._last_partial = partial
+            words = tuple(self._agreement.partial)
+            start, end = (words[0].start, words[-1].end) if words else (self._now(), self._now())
+            events.append(StreamEvent(PARTIAL, start, end, partial, self._now(), words))
+        return events
+
+    def _transcribe(self) -> list[Word]:
+        options = self.options
+        transcribe_options = TranscribeOptions(
+            language=self._language,
+            task=options.task,
+            beam_size=options.beam_size,
+            temperatures=options.temperatures,
+            no_speech_threshold=options.no_speech_threshold,
+            logprob_threshold=options.logprob_threshold,
+            initial_prompt=self._prompt or None,
+            silence_threshold_db=None,  # the stream gates the whole buffer itself
+        )
+        segments, info = transcribe(self._runtime, self._tokenizer, self._buffer, transcribe_options)
+        offset = self._buffer_start / SAMPLE_RATE
+        limit = self._now()
+        words: list[Word] = []
+        for index, segment in enumerate(segments):
+            start, end = min(offset + segment.start, limit), min(offset + segment.end, limit)
+            words += split_words(segment.text, start, end, index)
+        if self._language is None and words:
+            self._language = info.language  # keep the language once something was heard in it
+        return words
+
+    def _confirmed_event(self, words: list[Word]) -> StreamEvent:
+        # Word times are re-estimated at every update; keep the confirmed timeline monotonic.
+        start = max(words[0].start, self._confirmed_until)
+        self._confirmed_until = max(words[-1].end, start)
+        text = "".join(w.text for w in words)
+        return StreamEvent(CONFIRMED, start, self._confirmed_until, text, self._now(), tuple(words))
+
+    def _trim(self) -> list[StreamEvent]:
+        """Keep the buffer short: cut at a confirmed segment end, or by force at the hard limit."""
+        length_s = len(self._buffer) / SAMPLE_RATE
+        if length_s <= self.options.trim_after_s:
+            return []
+        confirmed = len(self._agreement.in_buffer)
+        # The end of a segment that is followed by another is a reliable cut; the last segment's
+        # end is not (its audio may still be growing).
+        best: tuple[int, float] | None = None
+        for word_count in range(1, min(confirmed, len(self._hypothesis) - 1) + 1):
+            word, following = self._hypothesis[word_count - 1], self._hypothesis[word_count]
+            if following.segment != word.segment:
+                best = (word_count, word.end)
+        if best is not None:
+            self._cut_at(best[1], best[0])
+            return []
+        if length_s <= self.options.max_buffer_s:
+            return []
+        events: list[StreamEvent] = []
+        if not confirmed and self._agreement.partial:
+            forced = self._agreement.confirm_partial()  # nothing agreed in a whole buffer: take the latest
+            events.append(self._confirmed_event(forced))
+            confirmed = len(self._agreement.in_buffer)
+        if confirmed:
+            self._cut_at(self._agreement.in_buffer[-1].end, confirmed)
+        else:  # the model heard no words in all of it
+            self._cut(len(self._buffer) - round(NO_SPEECH_KEEP_S * SAMPLE_RATE), 0, silent=False)
+        return events
+
+    def _cut_at(self, time_s: float, confirmed_words: int) -> None:
+        samples = round(time_s * SAMPLE_RATE) - self._buffer_start
+        self._cut(min(max(samples, 0), len(self._buffer)), confirmed_words, silent=False)
+
+    def _cut(self, samples: int, confirmed_words: int, silent: bool) -> None:
+        """Drop the buffer's first ``samples`` and its first confirmed words (they join the prompt)."""
+        self._buffer = self._buffer[samples:].copy()
+        self._buffer_start += samples
+        if silent:
+            self._silent += samples
+        else:
+            self._transcribed += samples
+        removed = self._agreement.cut(confirmed_words)
+        self._hypothesis = self._hypothesis[confirmed_words:]
+        if removed:
+            prompt = self._prompt + "".join(w.text for w in removed)
+            if len(prompt) > PROMPT_CHARS:
+                prompt = prompt[-PROMPT_CHARS:]
+                prompt = prompt[prompt.find(" ") :] if " " in prompt else prompt
+            self._prompt = prompt
+
+
+def stream_chunks(
+    model: WhisperModel,
+    chunks: Iterable[np.ndarray | bytes],
+    options: StreamOptions | None = None,
+    audio_format: AudioFormat | None = None,
+) -> Iterator[StreamEvent]:
+    """Events for a chunk source (a file read piece by piece, a socket, a queue), then the flush."""
+    stream = TranscriptionStream(model, options, audio_format)
+    for chunk in chunks:
+        yield from stream.feed(chunk)
+    yield from stream.finish()
+
+
+async def astream_chunks(
+    model: WhisperModel,
+    chunks: AsyncIterable[np.ndarray | bytes],
+    options: StreamOptions | None = None,
+    audio_format: AudioFormat | None = None,
+) -> AsyncIterator[StreamEvent]:
+    """``stream_chunks`` for asyncio: inference runs in a worker thread, the loop stays free."""
+    stream = TranscriptionStream(model, options, audio_format)
+    async for chunk in chunks:
+        for event in await stream.afeed(chunk):
+            yield event
+    for event in await stream.afinish():
+        yield event
+
+
+def confirmed_text(events: Iterable[StreamEvent]) -> str:
+    """The transcript the confirmed events add up to."""
+    return "".join(e.text for e in events if e.kind == CONFIRMED).strip()

@@ -1,0 +1,63 @@
+"""LocalAgreement-2 on hand-written hypotheses: what is confirmed, when, and only once."""
+
+from __future__ import annotations
+
+import itertools
+
+from amanuensis.streaming.agreement import LocalAgreement, Word, skip_confirmed, split_words
+
+
+def words(text: str, start: float = 0.0, end: float | None = None) -> list[Word]:
+    return split_words(text, start, end if end is not None else start + len(text) / 10, 0)
+
+
+def test_split_words_shares_the_segment_span_by_characters() -> None:
+    got = split_words(" a bbb cccccc", 1.0, 2.0, 3)
+    assert [w.text for w in got] == [" a", " bbb", " cccccc"]
+    assert [round(w.end, 3) for w in got] == [1.1, 1.4, 2.0]
+    assert got[0].start == 1.0 and all(a.end == b.start for a, b in itertools.pairwise(got))
+    assert {w.segment for w in got} == {3}
+
+
+def test_a_word_is_confirmed_when_two_hypotheses_agree_on_it() -> None:
+    agreement = LocalAgreement()
+    assert agreement.update(words(" If the")) == []
+    assert [w.text for w in agreement.partial] == [" If", " the"]
+    confirmed = agreement.update(words(" If the reader"))
+    assert [w.text for w in confirmed] == [" If", " the"]
+    # The confirmed words are repeated at the start of the next hypothesis: not confirmed again;
+    # case and punctuation may change.
+    assert [w.text for w in agreement.update(words(" if the reader will."))] == [" reader"]
+    assert [w.text for w in agreement.update(words(" If the reader will excuse"))] == [" will"]
+    assert [w.text for w in agreement.confirm_partial()] == [" excuse"]
+
+
+def test_disagreement_confirms_nothing_past_the_first_difference() -> None:
+    agreement = LocalAgreement()
+    agreement.update(words(" the reader will"))
+    assert [w.text for w in agreement.update(words(" the leader will"))] == [" the"]
+    assert [w.text for w in agreement.partial] == [" leader", " will"]
+
+
+def test_words_dropped_from_a_hypothesis_are_not_confirmed_twice() -> None:
+    agreement = LocalAgreement()
+    agreement.update(words(" a b c d"))
+    agreement.update(words(" a b c d"))  # all four confirmed
+    assert agreement.update(words(" a b c")) == []  # the model lost "d" this time
+    agreement.update(words(" a b c d e"))
+    confirmed = agreement.update(words(" a b c d e f"))
+    assert [w.text for w in confirmed] == [" e"]
+
+
+def test_alignment_falls_back_to_time_when_no_word_matches() -> None:
+    confirmed = words(" today", 0.0, 1.0)
+    hypothesis = [*words(" to day", 0.0, 1.0), *words(" we", 1.0, 1.3)]
+    assert skip_confirmed(confirmed, hypothesis) == 2
+
+
+def test_cut_moves_confirmed_words_out_of_the_buffer() -> None:
+    agreement = LocalAgreement()
+    agreement.update(words(" one two three"))
+    agreement.update(words(" one two three four"))
+    assert [w.text for w in agreement.cut(2)] == [" one", " two"]
+    assert [w.text for w in agreement.in_buffer] == [" three"]

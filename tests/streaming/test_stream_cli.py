@@ -1,0 +1,79 @@
+"""``amanuensis stream``: a file in simulated real time, or wav / raw PCM on stdin."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from amanuensis.audio import load_audio, resample
+from amanuensis.evaluation import word_error_rate
+
+from ..conftest import SAMPLE, SAMPLE_REFERENCE
+from ..test_cli import EXE, run
+
+LINE = re.compile(r"^\[(\d\d):(\d\d\.\d{3}) --> (\d\d):(\d\d\.\d{3})\] (.+)$")
+
+
+def run_with_stdin(data: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
+    assert EXE
+    return subprocess.run([EXE, "stream", "-", *args], input=data, capture_output=True, timeout=600)
+
+
+def _text_of(lines: list[str]) -> str:
+    return " ".join(LINE.match(line).group(5) for line in lines)
+
+
+def test_streams_a_file_with_timestamped_confirmed_lines() -> None:
+    result = run("stream", SAMPLE, "--realtime-factor", "0", "--verbose")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) >= 4 and all(LINE.match(line) for line in lines), lines
+    assert word_error_rate([SAMPLE_REFERENCE], [_text_of(lines)]) == 0.0
+    assert "samples fed" in result.stderr and "0 left" in result.stderr
+    assert "\x1b[" not in result.stderr  # no partials when stderr is not a terminal
+
+
+def test_realtime_pacing_is_honoured() -> None:
+    result = run("stream", SAMPLE, "--realtime-factor", "2", "--no-timestamps")
+    assert result.returncode == 0, result.stderr
+    assert word_error_rate([SAMPLE_REFERENCE], [result.stdout]) == 0.0
+
+
+def test_reads_wav_from_stdin() -> None:
+    samples = load_audio(SAMPLE).samples
+    buffer = io.BytesIO()
+    sf.write(buffer, resample(samples, 16000, 22050), 22050, format="WAV", subtype="PCM_16")
+    result = run_with_stdin(buffer.getvalue(), "--no-timestamps")
+    assert result.returncode == 0, result.stderr.decode()
+    assert word_error_rate([SAMPLE_REFERENCE], [result.stdout.decode()]) == 0.0
+
+
+def test_reads_raw_stereo_pcm_from_stdin() -> None:
+    mono = np.round(resample(load_audio(SAMPLE).samples, 16000, 8000) * 32767).astype("<i2")
+    result = run_with_stdin(np.repeat(mono, 2).tobytes(), "--sample-rate", "8000", "--channels", "2")
+    assert result.returncode == 0, result.stderr.decode()
+    assert word_error_rate([SAMPLE_REFERENCE], [_text_of(result.stdout.decode().splitlines())]) < 15.0
+
+
+def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path: Path) -> None:
+    missing = run("stream", tmp_path / "nothing.wav")
+    assert missing.returncode == 1 and missing.stderr.strip().endswith("no such file")
+    assert "Traceback" not in missing.stderr
+    empty = run_with_stdin(b"")
+    assert empty.returncode == 1 and b"no audio on the input" in empty.stderr
+    bad_wav = run_with_stdin(b"RIFF" + bytes(4) + b"WAVEfmt ")
+    assert bad_wav.returncode == 1 and b"wav header ends early" in bad_wav.stderr
+    assert run("stream", SAMPLE, "--update-interval", "0").returncode == 2
+
+
+def test_silence_says_nothing_was_heard(tmp_path: Path) -> None:
+    path = tmp_path / "quiet.wav"
+    sf.write(path, np.zeros(16000 * 5, np.float32), 16000)
+    result = run("stream", path, "--realtime-factor", "0")
+    assert result.returncode == 0 and result.stdout == ""
+    assert "no speech heard in 5.0 s" in result.stderr

@@ -1,0 +1,87 @@
+"""Streaming over the validation set: confirmation delay per word, real-time factor, WER.
+
+    python tools/stream_latency.py [--limit N] [--update-interval 1.0] [--json out.json]
+
+Each clip is streamed with the default StreamOptions and compared with the offline
+transcription of the same clip decoded the same way (greedy). The delay of a word is when a
+real-time loop on this machine would show it confirmed, minus when it ends in the audio (word
+ends are estimated from offline segment timestamps; see amanuensis/streaming/evaluation.py).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+
+import numpy as np
+from common import ROOT, VALIDATION_MANIFEST, model_parser
+from tqdm import tqdm
+
+from amanuensis.audio import load_audio
+from amanuensis.engine import WhisperModel
+from amanuensis.evaluation import read_manifest, word_error_rate
+from amanuensis.models import WhisperCheckpoint
+from amanuensis.runtime import RuntimeOptions
+from amanuensis.streaming import StreamOptions
+from amanuensis.streaming.evaluation import offline_words, run_stream, word_delays
+
+
+def main() -> None:
+    parser = model_parser(__doc__)
+    parser.add_argument("--precision", default="int8", choices=["int8", "fp32"])
+    parser.add_argument("--update-interval", type=float, default=StreamOptions().update_interval_s)
+    parser.add_argument("--limit", type=int, default=None, help="first N clips only")
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    args = parser.parse_args()
+    model = WhisperModel(
+        WhisperCheckpoint.load(args.model), RuntimeOptions(precision=args.precision, threads=args.threads)
+    )
+    options = StreamOptions(update_interval_s=args.update_interval)
+    entries = read_manifest(VALIDATION_MANIFEST)[: args.limit]
+    delays: list[float] = []
+    streamed, offline, references = [], [], []
+    compute = duration = 0.0
+    missed = 0
+    for entry in tqdm(entries, desc="streaming", unit="clip"):
+        samples = load_audio(entry.audio).samples
+        reference_words = offline_words(model, samples, options)
+        run = run_stream(model, samples, options)
+        clip_delays = word_delays(run, reference_words)
+        delays += clip_delays
+        missed += len(reference_words) - len(clip_delays)
+        streamed.append(run.text)
+        offline.append("".join(w.text for w in reference_words))
+        references.append(entry.reference)
+        compute += sum(run.compute)
+        duration += run.duration
+    figures = {
+        "model": args.model,
+        "precision": args.precision,
+        "update_interval_s": args.update_interval,
+        "clips": len(entries),
+        "audio_s": round(duration, 1),
+        "words_timed": len(delays),
+        "offline_words_not_confirmed": missed,
+        "delay_median_s": round(float(np.median(delays)), 2),
+        "delay_p95_s": round(float(np.percentile(delays, 95)), 2),
+        "stream_rtf": round(compute / duration, 3),
+        "wer_stream_vs_offline": round(word_error_rate(offline, streamed), 2),
+        "wer_stream_vs_reference": round(word_error_rate(references, streamed), 2),
+        "wer_offline_vs_reference": round(word_error_rate(references, offline), 2),
+        "threads": args.threads,
+        "measured": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {platform.python_version()}",
+    }
+    width = max(map(len, figures))
+    for key, value in figures.items():
+        print(f"{key:<{width}}  {value}")
+    if args.json:
+        path = ROOT / args.json if not args.json.startswith("/") else args.json
+        with open(path, "w") as handle:
+            json.dump(figures, handle, indent=1)
+            handle.write("\n")
+
+
+if __name__ == "__main__":
+    main()
