@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amanuensis.audio import AudioError, load_audio
+from amanuensis.audio import SAMPLE_RATE, AudioError, load_audio
 from amanuensis.ct2 import CheckpointError
 from amanuensis.devices import BACKENDS, DEVICES, DeviceUnavailable
 from amanuensis.models import DEFAULT_MODEL, PACKAGED_MODELS, ModelNotFoundError
@@ -453,7 +453,7 @@ def _run_stream(args: argparse.Namespace) -> int:
     if stats.fed_samples == 0:
         raise AudioError("no audio received")
     if not heard:
-        print(f"amanuensis: no speech heard in {stats.fed_samples / 16000:.1f} s of audio", file=sys.stderr)
+        print(f"amanuensis: no speech heard in {stats.fed_samples / SAMPLE_RATE:.1f} s of audio", file=sys.stderr)
     if args.verbose:
         print(
             f"# {stats.fed_samples} samples fed: {stats.transcribed_samples} transcribed, "

@@ -150,6 +150,16 @@ def _split_segments(
     return [(time_offset, time_offset + duration, tokens)], window_frames
 
 
+def check_language(tokenizer: Tokenizer, language: str | None, task: str) -> None:
+    """Refuse a language or task the model cannot do, before any audio is processed."""
+    if task == "translate" and not tokenizer.multilingual:
+        raise ValueError("translation needs a multilingual model (e.g. --model base)")
+    if not tokenizer.multilingual and language not in (None, "en"):
+        raise ValueError(f"model is English-only; cannot use language '{language}'")
+    if tokenizer.multilingual and language is not None:
+        tokenizer.language_token(language)  # raises on an unknown code
+
+
 def transcribe(
     runtime: ModelRuntime,
     tokenizer: Tokenizer,
@@ -160,8 +170,7 @@ def transcribe(
     """Start transcribing mono 16 kHz samples; segments are decoded as they are consumed."""
     options = options or TranscribeOptions()
     dims = runtime.checkpoint.dims
-    if options.task == "translate" and not tokenizer.multilingual:
-        raise ValueError("translation needs a multilingual model (e.g. --model base)")
+    check_language(tokenizer, options.language, options.task)
     if options.window_padding not in WINDOW_PADDINGS:
         raise ValueError(f"window_padding must be one of {', '.join(WINDOW_PADDINGS)}")
     pad_samples = N_SAMPLES if options.window_padding == "silence" else HOP_LENGTH
@@ -180,10 +189,7 @@ def transcribe(
             language, probs = detect_language(runtime, tokenizer, first_cross)
             info = TranscriptionInfo(language, probs[language], info.duration, probs)
         else:
-            tokenizer.language_token(options.language)  # validates the code early
             info.language = options.language
-    elif options.language not in (None, "en"):
-        raise ValueError(f"model is English-only; cannot use language '{options.language}'")
 
     def generate() -> Iterator[Segment]:
         nonlocal first_cross

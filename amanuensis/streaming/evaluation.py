@@ -22,7 +22,6 @@ import numpy as np
 from amanuensis.audio import SAMPLE_RATE
 from amanuensis.streaming.agreement import Word, split_words
 from amanuensis.streaming.stream import CONFIRMED, StreamEvent, StreamOptions, TranscriptionStream
-from amanuensis.transcribe import TranscribeOptions
 
 if TYPE_CHECKING:
     from amanuensis.engine import WhisperModel
@@ -76,10 +75,7 @@ def run_stream(model: WhisperModel, samples: np.ndarray, options: StreamOptions 
 
 def offline_words(model: WhisperModel, samples: np.ndarray, options: StreamOptions) -> list[Word]:
     """The offline transcription's words with estimated times, decoded as the stream decodes."""
-    transcribe_options = TranscribeOptions(
-        language=options.language, task=options.task, beam_size=options.beam_size, temperatures=options.temperatures
-    )
-    segments, _ = model.transcribe(samples, transcribe_options)
+    segments, _ = model.transcribe(samples, options.transcribe_options(options.language))
     return [w for i, s in enumerate(segments) for w in split_words(s.text, s.start, s.end, i)]
 
 

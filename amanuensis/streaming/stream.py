@@ -14,7 +14,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from amanuensis.audio import SAMPLE_RATE, peak_frame_dbfs
 from amanuensis.streaming.agreement import LocalAgreement, Word, split_words
 from amanuensis.streaming.input import AudioFormat, InputConverter
 from amanuensis.streaming.vad import DEFAULT_THRESHOLD, WINDOW, SileroVad
-from amanuensis.transcribe import TranscribeOptions, transcribe
+from amanuensis.transcribe import TranscribeOptions, check_language, transcribe
 
 if TYPE_CHECKING:
     from amanuensis.engine import WhisperModel
@@ -67,6 +67,18 @@ class StreamOptions:
                 f"(got {self.trim_after_s}, {self.max_buffer_s}, {self.update_interval_s})"
             )
 
+    def transcribe_options(self, language: str | None, **overrides: Any) -> TranscribeOptions:
+        """How one buffer is decoded (offline comparisons decode the same way)."""
+        return TranscribeOptions(
+            language=language,
+            task=self.task,
+            beam_size=self.beam_size,
+            temperatures=self.temperatures,
+            no_speech_threshold=self.no_speech_threshold,
+            logprob_threshold=self.logprob_threshold,
+            **overrides,
+        )
+
 
 @dataclass(frozen=True)
 class StreamEvent:
@@ -99,7 +111,7 @@ class TranscriptionStream:
         self.options = options or StreamOptions()
         self._runtime = model.runtime
         self._tokenizer = model.tokenizer
-        self._check_language()
+        check_language(model.tokenizer, self.options.language, self.options.task)  # now, not at the first update
         self._converter = InputConverter(audio_format or AudioFormat())
         self._vad = SileroVad() if self.options.vad == "silero" else None
         self._vad_windows = 0  # VAD windows judged so far
@@ -158,15 +170,6 @@ class TranscriptionStream:
             )
 
     # ----------------------------------------------------------------------- internals
-
-    def _check_language(self) -> None:
-        options, tokenizer = self.options, self._tokenizer
-        if options.task == "translate" and not tokenizer.multilingual:
-            raise ValueError("translation needs a multilingual model (e.g. --model base)")
-        if not tokenizer.multilingual and options.language not in (None, "en"):
-            raise ValueError(f"model is English-only; cannot use language '{options.language}'")
-        if tokenizer.multilingual and options.language is not None:
-            tokenizer.language_token(options.language)  # validates the code now, not at the first update
 
     def _take(self, samples: np.ndarray) -> list[StreamEvent]:
         """Append samples, updating at every ``update_interval_s`` boundary of the stream."""
@@ -233,14 +236,8 @@ class TranscriptionStream:
         return events
 
     def _transcribe(self) -> list[Word]:
-        options = self.options
-        transcribe_options = TranscribeOptions(
-            language=self._language,
-            task=options.task,
-            beam_size=options.beam_size,
-            temperatures=options.temperatures,
-            no_speech_threshold=options.no_speech_threshold,
-            logprob_threshold=options.logprob_threshold,
+        transcribe_options = self.options.transcribe_options(
+            self._language,
             initial_prompt=self._prompt or None,
             silence_threshold_db=None,  # the stream gates the whole buffer itself
         )
