@@ -15,6 +15,7 @@ per-row factor the integers were multiplied by.
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,8 +67,14 @@ def _read_string(stream: BinaryIO) -> str:
     return _read_exact(stream, length)[:-1].decode("utf-8")
 
 
-def iter_raw_variables(stream: BinaryIO) -> Iterator[RawVariable | tuple[str, str]]:
-    """Yield each stored variable, then each ``(alias, target)`` pair."""
+def iter_raw_variables(
+    stream: _ConcatenatedReader, skip_data_above: int | None = None
+) -> Iterator[RawVariable | tuple[str, str]]:
+    """Yield each stored variable, then each ``(alias, target)`` pair.
+
+    Variables larger than ``skip_data_above`` bytes are yielded with empty ``data`` (their bytes
+    skipped), so a caller that wants only names, shapes and scalars never holds the weights.
+    """
     version = _read_struct(stream, "I")
     if version not in SUPPORTED_BINARY_VERSIONS:
         raise CheckpointError(f"unsupported CTranslate2 binary version {version}")
@@ -79,7 +86,11 @@ def iter_raw_variables(stream: BinaryIO) -> Iterator[RawVariable | tuple[str, st
         shape = tuple(_read_struct(stream, "I") for _ in range(rank))
         dtype_id = _read_struct(stream, "B")
         n_bytes = _read_struct(stream, "I")
-        yield RawVariable(name, shape, dtype_id, _read_exact(stream, n_bytes))
+        if skip_data_above is not None and n_bytes > skip_data_above:
+            stream.skip(n_bytes)
+            yield RawVariable(name, shape, dtype_id, b"")
+        else:
+            yield RawVariable(name, shape, dtype_id, _read_exact(stream, n_bytes))
     for _ in range(_read_struct(stream, "I")):
         yield _read_string(stream), _read_string(stream)
 
@@ -124,6 +135,37 @@ def read_checkpoint(paths: Path | list[Path]) -> dict[str, np.ndarray]:
     return weights
 
 
+@dataclass(frozen=True)
+class CheckpointLayout:
+    """Names and shapes of every variable, and the values of the small ones (e.g. ``num_heads``)."""
+
+    shapes: dict[str, tuple[int, ...]]
+    scalars: dict[str, np.ndarray]
+
+
+SCALAR_BYTES = 64  # variables up to this size are read by ``read_layout``; the rest are skipped
+
+
+def read_layout(paths: Path | list[Path]) -> CheckpointLayout:
+    """The checkpoint's layout without its weights: what a model needs when its graphs are built."""
+    parts = [paths] if isinstance(paths, Path) else list(paths)
+    stream = _ConcatenatedReader(parts)
+    shapes: dict[str, tuple[int, ...]] = {}
+    scalars: dict[str, np.ndarray] = {}
+    try:
+        for item in iter_raw_variables(stream, skip_data_above=SCALAR_BYTES):
+            if isinstance(item, RawVariable):
+                shapes[item.name] = item.shape
+                if item.data:
+                    scalars[item.name] = _to_array(item)
+            else:
+                alias, target = item
+                shapes[alias] = shapes[target]
+    finally:
+        stream.close()
+    return CheckpointLayout(shapes, scalars)
+
+
 def _dequantize(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for name, array in raw.items():
@@ -158,6 +200,20 @@ class _ConcatenatedReader:
             chunks.append(chunk)
             size -= len(chunk)
         return b"".join(chunks)
+
+    def skip(self, size: int) -> None:
+        """Move ``size`` bytes forward without reading them."""
+        while size > 0 and self._index < len(self._files):
+            f = self._files[self._index]
+            position = f.tell()
+            end = f.seek(0, os.SEEK_END)
+            if position + size <= end:
+                f.seek(position + size)
+                return
+            size -= end - position
+            self._index += 1
+        if size > 0:
+            raise CheckpointError("model.bin ends early (truncated file?)")
 
     def close(self) -> None:
         for f in self._files:

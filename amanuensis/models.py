@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amanuensis.ct2 import CheckpointError, read_checkpoint
+from amanuensis.ct2 import CheckpointError, CheckpointLayout, read_checkpoint, read_layout
 
 DEFAULT_MODEL = "tiny.en"
 
@@ -126,24 +126,35 @@ class ModelDims:
     n_text_layer: int  # decoder blocks
 
 
-def _count_layers(weights: dict[str, np.ndarray], prefix: str) -> int:
+def _count_layers(names: dict[str, tuple[int, ...]], prefix: str) -> int:
     n = 0
-    while f"{prefix}/layer_{n}/ffn/linear_0/weight" in weights:
+    while f"{prefix}/layer_{n}/ffn/linear_0/weight" in names:
         n += 1
     return n
 
 
 class WhisperCheckpoint:
-    """Float32 weights, dimensions and decoding config of one Whisper model."""
+    """Dimensions and decoding config of one Whisper model; its float32 weights on request.
+
+    Only the layout is read up front: once the graphs are built and cached, transcription never
+    needs the weights again, so a loaded model does not keep a float copy of them in memory.
+    """
 
     def __init__(self, files: ModelFiles) -> None:
         self.files = files
         try:
-            self.weights = read_checkpoint(list(files.weight_parts))
+            layout = read_layout(list(files.weight_parts))
         except CheckpointError as exc:
             raise CheckpointError(f"{files.name}: {exc}") from exc
         self.config: dict = json.loads(files.config_path.read_text())
-        self.dims = self._infer_dims()
+        self.dims = self._infer_dims(layout)
+
+    def load_weights(self) -> dict[str, np.ndarray]:
+        """Every variable as float32 (read anew each call: only graph building needs them)."""
+        try:
+            return read_checkpoint(list(self.files.weight_parts))
+        except CheckpointError as exc:
+            raise CheckpointError(f"{self.files.name}: {exc}") from exc
 
     @classmethod
     def load(cls, name_or_dir: str | os.PathLike[str]) -> WhisperCheckpoint:
@@ -153,21 +164,24 @@ class WhisperCheckpoint:
     def digest(self) -> str:
         return self.files.weights_digest()
 
-    def _infer_dims(self) -> ModelDims:
-        w = self.weights
-        conv1 = w["encoder/conv1/weight"]
-        return ModelDims(
-            n_mels=conv1.shape[1],
-            n_audio_ctx=w["encoder/position_encodings/encodings"].shape[0],
-            n_audio_state=conv1.shape[0],
-            n_audio_head=int(w["encoder/num_heads"]),
-            n_audio_layer=_count_layers(w, "encoder"),
-            n_vocab=w["decoder/embeddings/weight"].shape[0],
-            n_text_ctx=w["decoder/position_encodings/encodings"].shape[0],
-            n_text_state=w["decoder/embeddings/weight"].shape[1],
-            n_text_head=int(w["decoder/num_heads"]),
-            n_text_layer=_count_layers(w, "decoder"),
-        )
+    def _infer_dims(self, layout: CheckpointLayout) -> ModelDims:
+        shapes = layout.shapes
+        try:
+            conv1 = shapes["encoder/conv1/weight"]
+            return ModelDims(
+                n_mels=conv1[1],
+                n_audio_ctx=shapes["encoder/position_encodings/encodings"][0],
+                n_audio_state=conv1[0],
+                n_audio_head=int(layout.scalars["encoder/num_heads"]),
+                n_audio_layer=_count_layers(shapes, "encoder"),
+                n_vocab=shapes["decoder/embeddings/weight"][0],
+                n_text_ctx=shapes["decoder/position_encodings/encodings"][0],
+                n_text_state=shapes["decoder/embeddings/weight"][1],
+                n_text_head=int(layout.scalars["decoder/num_heads"]),
+                n_text_layer=_count_layers(shapes, "decoder"),
+            )
+        except KeyError as missing:
+            raise CheckpointError(f"{self.files.name}: not a Whisper checkpoint (no {missing} variable)") from None
 
     @property
     def is_multilingual(self) -> bool:

@@ -6,6 +6,7 @@ both report where the graph's nodes really ran (``placement``), from the library
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,9 @@ class SessionSettings:
     threads: int = 0  # intra-op threads (0 = the library's default: one per physical core)
     allow_fallback: bool = True  # False: nodes the accelerator cannot take are an error, not CPU work
     f32_precision: bool = True  # OpenVINO: pin f32 (its CPU default is bf16, which changes numerics)
-    memory_arena: bool = False  # onnxruntime's CPU arena keeps the encoder's peak activations (~110 MB, tiny.en)
+    # One CPU arena shared by every session of the process (see shared_cpu_arena). Without an arena
+    # each encoder run maps and faults in its ~200 MB of activations anew (+80% time, tiny.en).
+    memory_arena: bool = True
     log_severity: int = 4  # onnxruntime session log level (4 = fatal only; placement is reported by us)
 
 
@@ -50,6 +53,28 @@ class GraphSession(Protocol):
     def assignments(self) -> list[NodeAssignment]: ...
 
 
+ARENA_EXTEND_SAME_AS_REQUESTED = 1  # OrtArenaCfg strategy: grow by what is asked, not the next power of two
+_arena_lock = threading.Lock()
+_arena_registered = False
+
+
+def shared_cpu_arena() -> None:
+    """Register one CPU arena in onnxruntime's environment, once per process.
+
+    Sessions that opt in (``session.use_env_allocators``) draw from it, so the decoders reuse the
+    blocks the encoder freed instead of each growing an arena of its own, and blocks are sized as
+    requested: peak RSS is about 80 MB lower than per-session arenas (tiny.en), at the same speed.
+    """
+    global _arena_registered
+    with _arena_lock:
+        if _arena_registered:
+            return
+        config = ort.OrtArenaCfg(0, ARENA_EXTEND_SAME_AS_REQUESTED, -1, -1)  # no cap; defaults otherwise
+        memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(memory, config)
+        _arena_registered = True
+
+
 class OnnxRuntimeSession:
     """An ``InferenceSession`` whose EPs come from the plan (plugin EP devices or the CPU EP)."""
 
@@ -62,6 +87,10 @@ class OnnxRuntimeSession:
         options.add_session_config_entry(RECORD_ASSIGNMENT, "1")
         options.log_severity_level = settings.log_severity
         options.enable_cpu_mem_arena = settings.memory_arena
+        if settings.memory_arena:
+            shared_cpu_arena()
+            options.add_session_config_entry("session.use_env_allocators", "1")
+            options.enable_mem_pattern = False  # a pattern preallocates each session's peak for itself
         if plan.ep == CPU_EP:
             self.session = ort.InferenceSession(str(path), options, providers=[CPU_EP])
             return

@@ -55,6 +55,23 @@ def test_log_mel_matches_faster_whisper_extractor(clip: Path) -> None:
     assert np.abs(ours - reference).max() < 1e-3
 
 
+def _log_mel_every_frame(samples: np.ndarray, padding: int) -> np.ndarray:
+    """Whisper's log-mel with an FFT for every frame (no shortcut for trailing silence)."""
+    padded = np.pad(np.pad(samples, (0, padding)).astype(np.float64), 200, mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, 400)[::160][:-1]
+    power = np.abs(np.fft.rfft(frames * hann_window(400), axis=-1)).T ** 2
+    log_spec = np.log10(np.maximum(mel_filters(80).astype(np.float64) @ power, 1e-10))
+    return ((np.maximum(log_spec, log_spec.max() - 8.0) + 4.0) / 4.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("padding", [0, 150, 201, N_SAMPLES])
+def test_skipping_silent_tail_frames_is_exact(padding: int) -> None:
+    speech = load_audio(VALIDATION_CLIP).samples[: 3 * 16000 + 7]
+    with_silence = np.concatenate([speech, np.zeros(5000, np.float32)])  # trailing zeros of its own
+    for samples in (speech, with_silence):
+        np.testing.assert_array_equal(log_mel_spectrogram(samples, 80, padding), _log_mel_every_frame(samples, padding))
+
+
 def test_log_mel_44k_stereo_file(stereo_44k: tuple[Path, np.ndarray]) -> None:
     path, original = stereo_44k
     decoded = load_audio(path)

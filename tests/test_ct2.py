@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amanuensis.ct2 import CheckpointError, read_checkpoint
+from amanuensis.ct2 import CheckpointError, read_checkpoint, read_layout
 from amanuensis.models import WhisperCheckpoint, resolve_model
 
 
@@ -73,12 +73,26 @@ def test_split_checkpoint_equals_whole(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_checkpoint([tmp_path / "p1", tmp_path / "p2"])["a"], np.arange(100))
 
 
+def test_layout_skips_weights_across_parts(tmp_path: Path) -> None:
+    """The header-only read finds shapes, small scalars and aliases, even when a skip spans two files."""
+    variables = {"big": (np.ones((40, 25), np.float32), 0), "heads": (np.array(6, np.int32), 3)}
+    write_checkpoint(tmp_path / "model.bin", variables, {"tied": "big"})
+    data = (tmp_path / "model.bin").read_bytes()
+    (tmp_path / "p1").write_bytes(data[:100])  # cuts through the bytes of "big"
+    (tmp_path / "p2").write_bytes(data[100:])
+    layout = read_layout([tmp_path / "p1", tmp_path / "p2"])
+    assert layout.shapes == {"big": (40, 25), "heads": (), "tied": (40, 25)}
+    assert set(layout.scalars) == {"heads"} and int(layout.scalars["heads"]) == 6
+
+
 def test_truncated_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     write_checkpoint(tmp_path / "model.bin", {"a": (np.ones(1000, np.float32), 0)}, {})
     data = (tmp_path / "model.bin").read_bytes()
     (tmp_path / "model.bin").write_bytes(data[:-500])
     with pytest.raises(CheckpointError, match="truncated"):
         read_checkpoint(tmp_path / "model.bin")
+    with pytest.raises(CheckpointError, match="truncated"):
+        read_layout(tmp_path / "model.bin")
 
 
 EXPECTED_DIMS = {
@@ -96,7 +110,7 @@ def test_real_checkpoint_every_tensor(name: str) -> None:
     assert (dims.n_audio_state, dims.n_audio_head, dims.n_audio_layer, dims.n_vocab) == (d, heads, layers, vocab)
     assert (dims.n_text_state, dims.n_text_head, dims.n_text_layer) == (d, heads, layers)
     assert (dims.n_mels, dims.n_audio_ctx, dims.n_text_ctx) == (80, 1500, 448)
-    w = checkpoint.weights
+    w = checkpoint.load_weights()
     expected = {
         "encoder/conv1/weight": (d, 80, 3),
         "encoder/conv2/weight": (d, d, 3),

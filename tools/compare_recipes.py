@@ -49,8 +49,14 @@ def main() -> None:
             table = replace(table_from_inputs(checkpoint, recorded, recipe), excluded_nodes=shipped.excluded_nodes)
             path = Path(tmp) / "table.json"
             table.save(path)
-            model = WhisperModel(checkpoint, RuntimeOptions(precision="int8", threads=args.threads, range_table=path))
-            wer = evaluate(model, entries, GATE_DECODING).wer
+            try:
+                options = RuntimeOptions(precision="int8", threads=args.threads, range_table=path)
+                wer = evaluate(WhisperModel(checkpoint, options), entries, GATE_DECODING).wer
+            except Exception as error:  # a recipe onnxruntime cannot build or run is a row, not a crash
+                reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+                rows.append({"recipe": label, "wer": None, "delta": None, "fp32_wer": fp32_wer, "error": reason})
+                print(f"{label:32s} failed: {reason}", flush=True)
+                continue
             rows.append({"recipe": label, "wer": wer, "delta": wer - fp32_wer, "fp32_wer": fp32_wer})
             print(f"{label:32s} INT8 WER {wer:6.2f}  Δ {wer - fp32_wer:+.2f}", flush=True)
     out_dir = ROOT / "models" / checkpoint.files.name

@@ -48,19 +48,19 @@ def _save_atomically(model: onnx.ModelProto, path: Path) -> None:
 def encoder_path(checkpoint: WhisperCheckpoint) -> Path:
     path = model_cache_dir(checkpoint) / "encoder.onnx"
     if not path.exists():
-        _save_atomically(build_encoder(checkpoint.weights, checkpoint.dims), path)
+        _save_atomically(build_encoder(checkpoint.load_weights(), checkpoint.dims), path)
     return path
 
 
 def decoder_step_path(checkpoint: WhisperCheckpoint, batch: int) -> Path:
     path = model_cache_dir(checkpoint) / f"decoder_step_b{batch}.onnx"
     if not path.exists():
-        _save_atomically(build_decoder_step(checkpoint.weights, checkpoint.dims, batch), path)
+        _save_atomically(build_decoder_step(checkpoint.load_weights(), checkpoint.dims, batch), path)
     return path
 
 
 def decoder_full_path(checkpoint: WhisperCheckpoint, n_tokens: int) -> Path:
     path = model_cache_dir(checkpoint) / f"decoder_full_t{n_tokens}.onnx"
     if not path.exists():
-        _save_atomically(build_decoder_full(checkpoint.weights, checkpoint.dims, n_tokens), path)
+        _save_atomically(build_decoder_full(checkpoint.load_weights(), checkpoint.dims, n_tokens), path)
     return path

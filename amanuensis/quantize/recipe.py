@@ -215,8 +215,14 @@ def _quantize_settings(source: Path, recipe: QuantRecipe, exclude: list[str]) ->
             "nodes_to_exclude": config.nodes_to_exclude or [],
             "extra_options": config.extra_options,
         }
+    op_types = recipe.quantized_op_types
+    if recipe.per_channel:
+        # onnxruntime gives a Gather's output its table's quantization parameters, which per channel
+        # are per-axis: an invalid graph. The tied embedding still gets per-channel int8 weights
+        # through the logits Gemm; the Gather then reads their DequantizeLinear output.
+        op_types = [op for op in op_types if op != "Gather"]
     return {
-        "op_types_to_quantize": recipe.quantized_op_types,
+        "op_types_to_quantize": op_types,
         "per_channel": recipe.per_channel,
         "activation_type": recipe.activation_type,
         "weight_type": QuantType.QInt8,

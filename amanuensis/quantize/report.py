@@ -155,7 +155,10 @@ def render_markdown(report: dict) -> str:
             "|---|---|---|",
         ]
         for row in report["recipe_comparison"]:
-            lines.append(f"| {row['recipe']} | {row['wer']:.2f} | {row['delta']:+.2f} |")
+            if row.get("wer") is None:
+                lines.append(f"| {row['recipe']} | failed: {row.get('error', 'unknown error')} | |")
+            else:
+                lines.append(f"| {row['recipe']} | {row['wer']:.2f} | {row['delta']:+.2f} |")
     lines += [
         "",
         "## Node sensitivity (worst 12 per graph)",
