@@ -50,6 +50,7 @@ class TranscribeOptions:
     suppress_blank: bool = True  # see DecodingOptions
     without_timestamps: bool = False  # one segment per window, no timestamp tokens
     max_initial_timestamp: float | None = 1.0  # seconds
+    max_new_tokens: int | None = None  # tokens sampled per window at most (None: half the text context, 224)
     # What fills a window past the end of the audio. "silence": the log-mel of silent audio,
     # as openai/whisper does; "zeros": zero-valued features, as faster-whisper does.
     window_padding: str = "silence"
@@ -201,6 +202,7 @@ def transcribe(
             suppress_blank=options.suppress_blank,
             without_timestamps=options.without_timestamps,
             max_initial_timestamp=options.max_initial_timestamp,
+            sample_len=options.max_new_tokens,
         )
         all_tokens: list[int] = []
         if options.initial_prompt:

@@ -1,10 +1,11 @@
 """Compare calibration recipes on the same validation set and put the table into the INT8 report.
 
-    python tools/compare_recipes.py [--model tiny.en]
+    python tools/compare_recipes.py [--model tiny.en] [--recipes "minmax, per-channel" ...]
 
 Every recipe is calibrated on the same recorded inputs (calibration_audio/, FP32 pipeline) and
 keeps the same nodes in float as the shipped table, so only the recipe differs. Writes
 models/<model>/recipe_comparison.json and re-renders models/<model>/quantization_report.md.
+With --recipes, only those are run and the other rows are kept from the last comparison.
 """
 
 from __future__ import annotations
@@ -34,8 +35,16 @@ RECIPES = {
 }
 
 
+def _merge_with_previous(rows: list[dict], path: Path) -> list[dict]:
+    """Rows of this run, plus the last comparison's rows of recipes not run now, in RECIPES order."""
+    by_recipe = {row["recipe"]: row for row in json.loads(path.read_text())} if path.exists() else {}
+    by_recipe.update({row["recipe"]: row for row in rows})
+    return [by_recipe[label] for label in RECIPES if label in by_recipe]
+
+
 def main() -> None:
     parser = model_parser(__doc__)
+    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES), metavar="RECIPE")
     args = parser.parse_args()
     checkpoint = WhisperCheckpoint.load(args.model)
     shipped = load_table(checkpoint)
@@ -45,7 +54,8 @@ def main() -> None:
     fp32_wer = evaluate(fp32, entries, GATE_DECODING).wer
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, recipe in RECIPES.items():
+        for label in args.recipes:
+            recipe = RECIPES[label]
             table = replace(table_from_inputs(checkpoint, recorded, recipe), excluded_nodes=shipped.excluded_nodes)
             path = Path(tmp) / "table.json"
             table.save(path)
@@ -60,6 +70,7 @@ def main() -> None:
             rows.append({"recipe": label, "wer": wer, "delta": wer - fp32_wer, "fp32_wer": fp32_wer})
             print(f"{label:32s} INT8 WER {wer:6.2f}  Δ {wer - fp32_wer:+.2f}", flush=True)
     out_dir = ROOT / "models" / checkpoint.files.name
+    rows = _merge_with_previous(rows, out_dir / "recipe_comparison.json")
     (out_dir / "recipe_comparison.json").write_text(json.dumps(rows, indent=1) + "\n")
     report_path = out_dir / "quantization_report.json"
     report = json.loads(report_path.read_text())

@@ -11,6 +11,7 @@ on how the audio was chunked; a caller slower than real time falls behind rather
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
@@ -33,6 +34,12 @@ WINDOW_S = 30.0  # seconds the encoder sees: the buffer must stay shorter
 PROMPT_CHARS = 200  # characters of confirmed text (already cut from the buffer) given as the prompt
 NO_SPEECH_KEEP_S = 1.0  # when a long buffer held no words at all, keep this much of its end
 SPEECH_PAD_S = 0.4  # audio kept when a buffer without speech is dropped: a word may be starting
+# Tokens one update may sample: TOKENS_BASE + TOKENS_PER_S × buffer seconds, about twice what the
+# fastest calibration clip needs with its timestamp tokens. More is a repetition loop ("My own. My
+# own. …"), which a prompted tiny.en falls into on continuous speech and which would otherwise run
+# to 224 tokens (about 1 s of CPU here) at every update.
+TOKENS_BASE = 16
+TOKENS_PER_S = 8.0
 VAD_CHOICES = ("silero", None)
 
 
@@ -240,6 +247,7 @@ class TranscriptionStream:
             self._language,
             initial_prompt=self._prompt or None,
             silence_threshold_db=None,  # the stream gates the whole buffer itself
+            max_new_tokens=TOKENS_BASE + math.ceil(TOKENS_PER_S * len(self._buffer) / SAMPLE_RATE),
         )
         segments, info = transcribe(self._runtime, self._tokenizer, self._buffer, transcribe_options)
         offset = self._buffer_start / SAMPLE_RATE
