@@ -100,7 +100,7 @@ class OnnxRuntimeSession:
         try:
             self.session = ort.InferenceSession(str(path), options)
         except Exception as error:  # onnxruntime raises its own Fail/EPFail types
-            raise DeviceUnavailable(f"{plan.ep} could not take {path.name}: {_first_line(error)}") from error
+            raise DeviceUnavailable(f"{plan.ep} could not take {path.name}: {first_line(error)}") from error
 
     def run(self, output_names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(output_names, feed)
@@ -130,9 +130,7 @@ class OpenVINOSession:
         try:
             self.compiled = core.compile_model(self._model, plan.ep, config)
         except Exception as error:  # OpenVINO raises RuntimeError subclasses with long traces
-            raise DeviceUnavailable(
-                f"OpenVINO {plan.ep} could not compile {path.name}: {_first_line(error)}"
-            ) from error
+            raise DeviceUnavailable(f"OpenVINO {plan.ep} could not compile {path.name}: {first_line(error)}") from error
         self._request = self.compiled.create_infer_request()
 
     def run(self, output_names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -156,7 +154,7 @@ class OpenVINOSession:
         ]
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error: Exception) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
 

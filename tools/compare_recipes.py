@@ -26,6 +26,7 @@ from amanuensis.quantize.pipeline import GATE_DECODING, table_from_inputs
 from amanuensis.quantize.recipe import QuantRecipe
 from amanuensis.quantize.report import render_markdown
 from amanuensis.runtime import RuntimeOptions
+from amanuensis.sessions import first_line
 
 RECIPES = {
     "minmax, per-tensor": QuantRecipe(method="minmax"),
@@ -63,7 +64,7 @@ def main() -> None:
                 options = RuntimeOptions(precision="int8", threads=args.threads, range_table=path)
                 wer = evaluate(WhisperModel(checkpoint, options), entries, GATE_DECODING).wer
             except Exception as error:  # a recipe onnxruntime cannot build or run is a row, not a crash
-                reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+                reason = first_line(error)[:200]
                 rows.append({"recipe": label, "wer": None, "delta": None, "fp32_wer": fp32_wer, "error": reason})
                 print(f"{label:32s} failed: {reason}", flush=True)
                 continue
