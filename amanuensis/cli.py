@@ -315,7 +315,7 @@ def _load(args: argparse.Namespace, options: TranscribeOptions, announce: bool =
         model = WhisperModel(checkpoint, _runtime_options(args, "fp32"))
     else:
         table, table_path = found
-        _build_int8_once(checkpoint, table, tuple(sorted({1, options.beam_size or 1, options.best_of or 1})))
+        _build_int8_once(checkpoint, table, tuple(sorted({1, options.beam_size or 1})))
         model = WhisperModel(checkpoint, _runtime_options(args, "int8", table_path))
     precision = model.runtime.options.precision
     if announce:

@@ -288,6 +288,42 @@ def _initial_tokens(options: DecodingOptions, tokenizer: Tokenizer, language: st
     return tokens
 
 
+def _logit_filters(options: DecodingOptions, tokenizer: Tokenizer) -> list[LogitFilter]:
+    filters: list[LogitFilter] = []
+    if options.suppress_blank:
+        filters.append(SuppressBlank(tokenizer))
+    if options.suppress_tokens:
+        filters.append(SuppressTokens(resolve_suppress_tokens(options, tokenizer)))
+    if not options.without_timestamps:
+        max_index = None
+        if options.max_initial_timestamp is not None:
+            max_index = round(options.max_initial_timestamp / TIMESTAMP_PRECISION_S)
+        filters.append(ApplyTimestampRules(tokenizer, max_index))
+    return filters
+
+
+def _continue(
+    decoder: Decoder,
+    chooser: TokenChooser,
+    filters: list[LogitFilter],
+    logits: np.ndarray,
+    cache: KVCache,
+    cross: CrossKV,
+    sample_len: int,
+) -> tuple[list[list[int]], list[float]]:
+    """Sample up to ``sample_len`` tokens after the prefilled ``cache`` whose last logits are ``logits``."""
+    sampled: list[list[int]] = [[] for _ in range(decoder.batch)]
+    for _ in range(sample_len):
+        logits = logits.astype(np.float32, copy=True)
+        for logit_filter in filters:
+            logit_filter.apply(logits, sampled)
+        done = chooser.update(sampled, logits, cache)
+        if done or cache.length >= cache.capacity:
+            break
+        logits = decoder.step(chooser.next_tokens, cache, cross)
+    return chooser.finalize()
+
+
 def decode_window(
     runtime: ModelRuntime,
     tokenizer: Tokenizer,
@@ -303,7 +339,11 @@ def decode_window(
     if options.temperature > 0 and options.beam_size is not None:
         raise ValueError("beam_size applies only at temperature 0")
     use_beam = options.beam_size is not None and options.beam_size > 1
-    batch = options.beam_size if use_beam else (options.best_of or 1)
+    # Samples (best_of) run one after another on the batch-1 decoder from one prefilled cache:
+    # a batch-5 session would hold its own copy of the prepacked weights (~70 MB, tiny.en INT8)
+    # for the few windows that fall back to sampling (3 of 163 on the validation set, greedy).
+    batch = options.beam_size if use_beam else 1
+    runs = 1 if use_beam or options.temperature == 0 else (options.best_of or 1)
     decoder: Decoder = runtime.decoder(batch)
     cache = decoder.new_cache()
     chooser: TokenChooser = (
@@ -311,16 +351,7 @@ def decode_window(
         if use_beam
         else GreedyChooser(tokenizer.eot, options.temperature, batch)
     )
-    filters: list[LogitFilter] = []
-    if options.suppress_blank:
-        filters.append(SuppressBlank(tokenizer))
-    if options.suppress_tokens:
-        filters.append(SuppressTokens(resolve_suppress_tokens(options, tokenizer)))
-    if not options.without_timestamps:
-        max_index = None
-        if options.max_initial_timestamp is not None:
-            max_index = round(options.max_initial_timestamp / TIMESTAMP_PRECISION_S)
-        filters.append(ApplyTimestampRules(tokenizer, max_index))
+    filters = _logit_filters(options, tokenizer)
 
     initial = _initial_tokens(options, tokenizer, language, dims.n_text_ctx)
     sot_index = initial.index(tokenizer.sot)
@@ -332,17 +363,14 @@ def decode_window(
         if position == sot_index:
             no_speech_prob = float(np.exp(log_softmax(logits[0])[tokenizer.no_speech]))
 
-    sampled: list[list[int]] = [[] for _ in range(batch)]
-    for _ in range(sample_len):
-        logits = logits.astype(np.float32, copy=True)
-        for logit_filter in filters:
-            logit_filter.apply(logits, sampled)
-        done = chooser.update(sampled, logits, cache)
-        if done or cache.length >= dims.n_text_ctx:
-            break
-        logits = decoder.step(chooser.next_tokens, cache, cross)
-
-    sequences, sum_logprobs = chooser.finalize()
+    sequences: list[list[int]] = []
+    sum_logprobs: list[float] = []
+    for run in range(runs):
+        chooser.reset()
+        run_cache = cache if run == runs - 1 else cache.copy()
+        found, scores = _continue(decoder, chooser, filters, logits, run_cache, cross, sample_len)
+        sequences += found
+        sum_logprobs += scores
     best = rank(sequences, sum_logprobs, options.length_penalty)
     tokens = sequences[best]
     text = tokenizer.decode(tokens)

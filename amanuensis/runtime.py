@@ -15,14 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from amanuensis import devices, export
-from amanuensis.devices import SessionPlan
-from amanuensis.export.builder import MASKED_SCORE
-from amanuensis.export.decoder import new_kv_names, self_kv_names
-from amanuensis.export.encoder import cross_kv_names
+from amanuensis.devices import CPU_EP, SessionPlan
+from amanuensis.export.io_names import MASKED_SCORE, cross_kv_names, new_kv_names, self_kv_names
 from amanuensis.models import ModelDims, WhisperCheckpoint
 from amanuensis.sessions import GraphSession, SessionSettings, nodes_per_ep, open_session
 
 DEFAULT_THREADS = 0  # 0 lets onnxruntime use one thread per physical core
+# The encoder's self-attention runs in this many slices of its 1500 queries on onnxruntime's CPU EP:
+# bit-identical outputs, and a tiny.en INT8 encoder run needs 73 MB of activations instead of 166.
+# Accelerators get the graph as exported (their compilers plan memory themselves).
+ENCODER_QUERY_CHUNKS = 5
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,11 @@ class Encoder:
     def __init__(
         self, path: Path, dims: ModelDims, options: RuntimeOptions, session_plan: SessionPlan | None = None
     ) -> None:
-        self.path = path
-        self.session = make_session(path, options, session_plan)
+        self.path = path  # the graph as exported (or quantized); the session may run a query-chunked copy
+        session_plan = session_plan or options.plan()
+        on_cpu_ep = session_plan.backend == "onnxruntime" and session_plan.ep == CPU_EP
+        run_path = export.query_chunked_path(path, ENCODER_QUERY_CHUNKS) if on_cpu_ep else path
+        self.session = make_session(run_path, options, session_plan)
         self.dims = dims
         self.observer: FeedObserver | None = None
 
@@ -104,6 +109,15 @@ class KVCache:
             cache[:, :, slot, :] = new[:, :, 0, :]
         self.mask[0, slot] = 0.0
         self.length += 1
+
+    def copy(self) -> KVCache:
+        """An independent cache with the same contents (samples that share a prefilled prompt)."""
+        twin = KVCache.__new__(KVCache)
+        twin.capacity, twin.length = self.capacity, self.length
+        twin.keys = [k.copy() for k in self.keys]
+        twin.values = [v.copy() for v in self.values]
+        twin.mask = self.mask.copy()
+        return twin
 
     def reorder(self, order: np.ndarray) -> None:
         """Beam search: hypothesis i continues from hypothesis order[i]."""
@@ -172,6 +186,12 @@ class ModelRuntime:
             decoder = self._decoders[batch]
             decoder.observer = self.decoder_observer
             return decoder
+
+    @property
+    def open_batches(self) -> tuple[int, ...]:
+        """Batch sizes whose decoder session exists (each holds its own prepacked weights)."""
+        with self._lock:
+            return tuple(sorted(self._decoders))
 
     def where(self) -> str:
         """One line for the log: the EP/device each graph's nodes really went to."""

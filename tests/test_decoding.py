@@ -9,6 +9,7 @@ from amanuensis.audio import N_SAMPLES, load_audio, log_mel_spectrogram, pad_or_
 from amanuensis.decoding import ApplyTimestampRules, DecodingOptions, SuppressBlank, decode_window, detect_language
 from amanuensis.engine import WhisperModel
 from amanuensis.evaluation import word_error_rate
+from amanuensis.runtime import ModelRuntime
 
 from .conftest import SAMPLE, SAMPLE_REFERENCE, silence
 
@@ -93,6 +94,14 @@ def test_strategies_transcribe_real_speech(tiny: WhisperModel, sample_cross, opt
     stamps = [t for t in result.tokens if t >= tiny.tokenizer.timestamp_begin]
     assert (len(stamps) == 0) == options.without_timestamps
     assert stamps == sorted(stamps)
+
+
+def test_samples_share_the_batch_one_decoder(tiny: WhisperModel, sample_cross) -> None:
+    runtime = ModelRuntime(tiny.checkpoint, tiny.runtime.options)  # fresh: no decoder opened yet
+    options = DecodingOptions(temperature=0.6, best_of=4)
+    result = decode_window(runtime, tiny.tokenizer, sample_cross, options, "en")
+    assert runtime.open_batches == (1,)
+    assert word_error_rate([SAMPLE_REFERENCE], [result.text]) < 10.0
 
 
 def test_no_speech_probability_on_silence(tiny: WhisperModel) -> None:

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from amanuensis.devices import DeviceUnavailable, plan
-from amanuensis.export.decoder import new_kv_names, self_kv_names
-from amanuensis.export.encoder import cross_kv_names
+from amanuensis.export.io_names import cross_kv_names, new_kv_names, self_kv_names
 from amanuensis.placement import agreement
 from amanuensis.quantize import build_int8_graph, load_table
 from amanuensis.quantize.calibration import find_calibration_clips, record_inputs

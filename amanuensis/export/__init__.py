@@ -1,16 +1,20 @@
-"""Build the static ONNX graphs from a checkpoint and cache them by weights hash."""
+"""Build the static ONNX graphs from a checkpoint and cache them by weights hash.
+
+The builders (and ``onnx``) are imported only when a graph has to be built: a cached model runs
+without them.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnx
-
-from amanuensis.export.decoder import build_decoder_full, build_decoder_step
-from amanuensis.export.encoder import build_encoder
 from amanuensis.models import WhisperCheckpoint
+
+if TYPE_CHECKING:
+    import onnx
 
 # Bump when graph construction changes so stale cached graphs are not reused.
 EXPORT_VERSION = 1
@@ -34,6 +38,8 @@ def model_cache_dir(checkpoint: WhisperCheckpoint) -> Path:
 
 def _save_atomically(model: onnx.ModelProto, path: Path) -> None:
     """Write beside the target and rename, so an interrupted build never leaves a bad cache."""
+    import onnx
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".partial")
     os.close(fd)
@@ -48,6 +54,8 @@ def _save_atomically(model: onnx.ModelProto, path: Path) -> None:
 def encoder_path(checkpoint: WhisperCheckpoint) -> Path:
     path = model_cache_dir(checkpoint) / "encoder.onnx"
     if not path.exists():
+        from amanuensis.export.encoder import build_encoder
+
         _save_atomically(build_encoder(checkpoint.load_weights(), checkpoint.dims), path)
     return path
 
@@ -55,6 +63,8 @@ def encoder_path(checkpoint: WhisperCheckpoint) -> Path:
 def decoder_step_path(checkpoint: WhisperCheckpoint, batch: int) -> Path:
     path = model_cache_dir(checkpoint) / f"decoder_step_b{batch}.onnx"
     if not path.exists():
+        from amanuensis.export.decoder import build_decoder_step
+
         _save_atomically(build_decoder_step(checkpoint.load_weights(), checkpoint.dims, batch), path)
     return path
 
@@ -62,5 +72,22 @@ def decoder_step_path(checkpoint: WhisperCheckpoint, batch: int) -> Path:
 def decoder_full_path(checkpoint: WhisperCheckpoint, n_tokens: int) -> Path:
     path = model_cache_dir(checkpoint) / f"decoder_full_t{n_tokens}.onnx"
     if not path.exists():
+        from amanuensis.export.decoder import build_decoder_full
+
         _save_atomically(build_decoder_full(checkpoint.load_weights(), checkpoint.dims, n_tokens), path)
     return path
+
+
+def query_chunked_path(path: Path, chunks: int) -> Path:
+    """``path`` with its multi-query attentions split into ``chunks`` (same outputs, less memory).
+
+    Built once beside the graph it comes from and rebuilt when that graph is newer.
+    """
+    chunked = path.with_name(f"{path.stem}.q{chunks}{path.suffix}")
+    if not chunked.exists() or chunked.stat().st_mtime < path.stat().st_mtime:
+        import onnx
+
+        from amanuensis.export.query_chunks import split_attention_queries
+
+        _save_atomically(split_attention_queries(onnx.load(str(path)), chunks), chunked)
+    return chunked

@@ -13,7 +13,6 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17  # LayerNormalization is native from 17; QNN and OpenVINO accept it
-MASKED_SCORE = -1e4  # additive mask value: exp() underflows to exactly 0 in float32
 LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm default, as Whisper uses
 
 _ONNX_TYPES = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64}

@@ -15,7 +15,6 @@ import numpy as np
 import onnx
 
 from amanuensis.export.builder import (
-    MASKED_SCORE,
     GraphBuilder,
     Weights,
     attend,
@@ -26,16 +25,8 @@ from amanuensis.export.builder import (
     scale_query,
     split_heads,
 )
-from amanuensis.export.encoder import cross_kv_names
+from amanuensis.export.io_names import MASKED_SCORE, cross_kv_names, new_kv_names, self_kv_names
 from amanuensis.models import ModelDims
-
-
-def self_kv_names(layer: int) -> tuple[str, str]:
-    return f"self_k_{layer}", f"self_v_{layer}"
-
-
-def new_kv_names(layer: int) -> tuple[str, str]:
-    return f"new_k_{layer}", f"new_v_{layer}"
 
 
 def _embed(g: GraphBuilder, w: Weights, tokens: str, positions: str) -> tuple[str, str]:

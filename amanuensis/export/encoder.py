@@ -23,11 +23,8 @@ from amanuensis.export.builder import (
     scale_query,
     split_heads,
 )
+from amanuensis.export.io_names import cross_kv_names
 from amanuensis.models import ModelDims
-
-
-def cross_kv_names(layer: int) -> tuple[str, str]:
-    return f"cross_k_{layer}", f"cross_v_{layer}"
 
 
 def _encoder_block(g: GraphBuilder, x: str, w: Weights, dims: ModelDims) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from amanuensis import export
 from amanuensis.models import WhisperCheckpoint
-from amanuensis.quantize.recipe import QuantRecipe, RangeTable, build_qdq
+from amanuensis.quantize.recipe import QuantRecipe, RangeTable
 
 TABLES_DIR = Path(__file__).parent / "tables"
 GRAPHS = ("encoder", "decoder")
@@ -111,6 +111,8 @@ def build_int8_graph(
     """Path of one INT8 graph, built from the table's ranges if it is not there yet."""
     path = int8_graph_path(directory or int8_dir(checkpoint, table), graph, batch)
     if not path.exists():
+        from amanuensis.quantize.qdq import build_qdq
+
         source = export.encoder_path(checkpoint) if graph == "encoder" else export.decoder_step_path(checkpoint, batch)
         build_qdq(source, path, table.recipe, table.ranges[graph], table.excluded_nodes.get(graph, []))
     return path

@@ -20,7 +20,8 @@ from onnx import numpy_helper, shape_inference
 from onnxruntime.quantization import qdq_loss_debug
 
 from amanuensis.quantize.calibration import FeedReader
-from amanuensis.quantize.recipe import COMPUTE_OP_TYPES, QuantRecipe, Ranges, build_qdq
+from amanuensis.quantize.qdq import build_qdq
+from amanuensis.quantize.recipe import COMPUTE_OP_TYPES, QuantRecipe, Ranges
 from amanuensis.runtime import Feed
 
 

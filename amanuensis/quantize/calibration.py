@@ -19,10 +19,10 @@ from onnxruntime.quantization.calibrate import CalibrationDataReader, create_cal
 
 from amanuensis.audio import AUDIO_SUFFIXES, load_audio
 from amanuensis.engine import WhisperModel
-from amanuensis.export.decoder import self_kv_names
-from amanuensis.export.encoder import cross_kv_names
+from amanuensis.export.io_names import cross_kv_names, self_kv_names
 from amanuensis.models import ModelDims
-from amanuensis.quantize.recipe import METHODS, QuantRecipe, Ranges
+from amanuensis.quantize.qdq import CALIBRATION_METHODS
+from amanuensis.quantize.recipe import QuantRecipe, Ranges
 from amanuensis.quantize.targets import get_target, prepare_float_model
 from amanuensis.runtime import Feed
 from amanuensis.transcribe import TranscribeOptions
@@ -176,7 +176,7 @@ def compute_ranges(
             prepare_float_model(float_model, get_target(recipe.target), Path(tmp)),
             recipe.quantized_op_types,  # None: every float tensor (whole-graph targets)
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-            calibrate_method=METHODS[recipe.method],
+            calibrate_method=CALIBRATION_METHODS[recipe.method],
             extra_options=recipe.calibrator_options(),
         )
         chunk: list[Feed] = []

@@ -1,0 +1,47 @@
+"""Query-chunked encoder attention: the same outputs as the graph it came from, in less memory."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+
+from amanuensis import export
+from amanuensis.devices import CPU_EP, SessionPlan
+from amanuensis.engine import WhisperModel
+from amanuensis.export.query_chunks import split_attention_queries
+from amanuensis.runtime import ENCODER_QUERY_CHUNKS
+from amanuensis.sessions import SessionSettings, open_session
+
+CPU = SessionPlan("onnxruntime", CPU_EP, "cpu", "cpu")
+
+
+def _outputs(path, mel_window: np.ndarray) -> list[np.ndarray]:
+    session = open_session(path, CPU, SessionSettings(threads=2))
+    return session.run(["cross_k_0", "cross_v_3"], {"mel": mel_window[None]})
+
+
+@pytest.mark.parametrize("model_name", ["tiny", "tiny_int8"])
+def test_chunked_encoder_gives_identical_outputs(model_name: str, mel_window: np.ndarray, request) -> None:
+    model: WhisperModel = request.getfixturevalue(model_name)
+    source = model.runtime.encoder.path  # FP32 export or the QDQ graph built from it
+    chunked = export.query_chunked_path(source, ENCODER_QUERY_CHUNKS)
+    ops = Counter(node.op_type for node in onnx.load(str(chunked), load_external_data=False).graph.node)
+    layers = model.checkpoint.dims.n_audio_layer
+    assert ops["Softmax"] == layers * ENCODER_QUERY_CHUNKS and ops["Split"] == layers and ops["Concat"] >= layers
+    for want, got in zip(_outputs(source, mel_window), _outputs(chunked, mel_window), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_single_query_attention_is_left_alone(tiny: WhisperModel) -> None:
+    decoder = onnx.load(str(export.decoder_step_path(tiny.checkpoint, 1)))
+    rewritten = split_attention_queries(decoder, 5)
+    assert [n.op_type for n in rewritten.graph.node] == [n.op_type for n in decoder.graph.node]
+
+
+def test_chunk_count_must_divide_the_queries(tiny: WhisperModel) -> None:
+    encoder = onnx.load(str(export.encoder_path(tiny.checkpoint)))
+    with pytest.raises(ValueError, match="7 query chunks do not divide 1500"):
+        split_attention_queries(encoder, 7)
