@@ -83,7 +83,9 @@ def query_chunked_path(path: Path, chunks: int) -> Path:
 
     Built once beside the graph it comes from and rebuilt when that graph is newer.
     """
-    chunked = path.with_name(f"{path.stem}.q{chunks}{path.suffix}")
+    from amanuensis.export.query_chunks import REWRITE_VERSION
+
+    chunked = path.with_name(f"{path.stem}.q{chunks}-r{REWRITE_VERSION}{path.suffix}")
     if not chunked.exists() or chunked.stat().st_mtime < path.stat().st_mtime:
         import onnx
 

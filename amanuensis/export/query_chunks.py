@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+REWRITE_VERSION = 1  # bump when the rewrite changes, so cached chunked graphs are redone
 QUERY_AXIS = 2  # queries, scores and context are [B, H, T, ·]
 ROW_WISE_QDQ = ("QuantizeLinear", "DequantizeLinear")  # per-tensor here: elementwise
 
@@ -54,6 +55,9 @@ class _Graph:
 
 def _attention_chain(g: _Graph, softmax: onnx.NodeProto) -> tuple[str, list[onnx.NodeProto], str] | None:
     """(queries tensor, row-wise nodes in order, context tensor) around one Softmax, or None."""
+    axis = next((helper.get_attribute_value(a) for a in softmax.attribute if a.name == "axis"), -1)
+    if axis != -1:
+        return None  # a softmax over anything but the keys would mix queries
     before: list[onnx.NodeProto] = []
     name = softmax.input[0]
     while (node := g.row_wise_producer(name)) is not None and node.op_type != "Mul":

@@ -24,15 +24,22 @@ def _outputs(path, mel_window: np.ndarray) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("model_name", ["tiny", "tiny_int8"])
-def test_chunked_encoder_gives_identical_outputs(model_name: str, mel_window: np.ndarray, request) -> None:
+def test_chunked_encoder_gives_identical_outputs(model_name: str, mel_window: np.ndarray, request, tmp_path) -> None:
     model: WhisperModel = request.getfixturevalue(model_name)
     source = model.runtime.encoder.path  # FP32 export or the QDQ graph built from it
-    chunked = export.query_chunked_path(source, ENCODER_QUERY_CHUNKS)
-    ops = Counter(node.op_type for node in onnx.load(str(chunked), load_external_data=False).graph.node)
+    chunked_model = split_attention_queries(onnx.load(str(source)), ENCODER_QUERY_CHUNKS)
+    chunked = tmp_path / "encoder_chunked.onnx"
+    onnx.save(chunked_model, str(chunked))
+    ops = Counter(node.op_type for node in chunked_model.graph.node)
     layers = model.checkpoint.dims.n_audio_layer
     assert ops["Softmax"] == layers * ENCODER_QUERY_CHUNKS and ops["Split"] == layers and ops["Concat"] >= layers
     for want, got in zip(_outputs(source, mel_window), _outputs(chunked, mel_window), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_the_cpu_runtime_runs_the_chunked_encoder(tiny_int8: WhisperModel) -> None:
+    ops = Counter(a.op_type for a in tiny_int8.runtime.encoder.session.assignments())
+    assert ops["Softmax"] == tiny_int8.checkpoint.dims.n_audio_layer * ENCODER_QUERY_CHUNKS
 
 
 def test_single_query_attention_is_left_alone(tiny: WhisperModel) -> None:
