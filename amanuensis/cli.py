@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--target",
         choices=TARGET_NAMES,
         default="cpu",
-        help="QDQ flavour for the device that will run it (qnn: whole graph, 16-bit activations)",
+        help="QDQ flavour for the device that will run it (qnn: whole graph, 16-bit activations; "
+        "vitisai: power-of-two scales)",
     )
     qu.add_argument(
         "--activation-bits", type=int, choices=[8, 16], default=None, help="activation width (default: the target's)"
@@ -266,9 +267,9 @@ def _transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
 
 
 def _quantization_target(args: argparse.Namespace) -> str:
-    """QDQ flavour for where the graphs will run: QNN's HTP needs its own, the rest share the CPU one."""
-    runtime = _runtime_options(args, "int8")
-    return "qnn" if runtime.plan().ep == "QNNExecutionProvider" else "cpu"
+    """QDQ flavour for where the graphs will run: QNN's HTP and Vitis AI need their own, the rest share the CPU one."""
+    flavours = {"QNNExecutionProvider": "qnn", "VitisAIExecutionProvider": "vitisai"}
+    return flavours.get(_runtime_options(args, "int8").plan().ep, "cpu")
 
 
 def _int8_table(args: argparse.Namespace, checkpoint):

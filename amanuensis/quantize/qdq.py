@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
 from amanuensis.quantize.recipe import QuantRecipe, Ranges
 from amanuensis.quantize.targets import get_target, prepare_float_model
 
+QUANTIZED_SUFFIX = "_quantized"  # onnxruntime's quantizer names a quantized initializer <float name> + this
 CALIBRATION_METHODS = {
     "minmax": CalibrationMethod.MinMax,
     "entropy": CalibrationMethod.Entropy,
@@ -78,8 +80,81 @@ def build_qdq(
                 calibrate_method=CalibrationMethod.MinMax,
                 **settings,
             )
+        if get_target(recipe.target).power_of_two_scales:
+            model = onnx.load(str(staged))
+            floats = {init.name: numpy_helper.to_array(init) for init in onnx.load(str(source)).graph.initializer}
+            round_scales_to_powers_of_two(model, {f"{name}{QUANTIZED_SUFFIX}": v for name, v in floats.items()})
+            onnx.save(model, str(staged))
         onnx.checker.check_model(str(staged))
         os.replace(staged, output)
+
+
+def round_scales_to_powers_of_two(model: onnx.ModelProto, float_values: dict[str, np.ndarray] | None = None) -> None:
+    """Round every Q/DQ scale up to a power of two, in place; constants are quantized anew.
+
+    Rounding up never narrows a range, so nothing that fitted before clips now; it costs at most
+    one bit of resolution. Quantized constants (weights, biases) are quantized again with the new
+    scale from ``float_values`` (quantized initializer name → the float tensor it came from), or
+    where a constant is not there, from its dequantized value (rounding twice: up to a step off).
+    """
+    initializers = {init.name: init for init in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    constants: dict[str, tuple[np.ndarray, onnx.NodeProto]] = {}  # quantized constant → its float values
+    for node in qdq:
+        name = node.input[0]
+        if node.op_type == "DequantizeLinear" and name in initializers and name not in constants:
+            original = (float_values or {}).get(name)
+            usable = original is not None and original.shape == tuple(initializers[name].dims)
+            constants[name] = (original.astype(np.float64) if usable else _dequantize(node, initializers), node)
+    for name in {n.input[1] for n in qdq}:
+        scale = numpy_helper.to_array(initializers[name])
+        rounded = np.exp2(np.ceil(np.log2(scale.astype(np.float64)))).astype(scale.dtype)
+        initializers[name].CopyFrom(numpy_helper.from_array(rounded, name))
+    _tie_bias_scales(model, initializers)
+    for name, (values, node) in constants.items():
+        quantized = numpy_helper.to_array(initializers[name])
+        scale, zero_point = _scale_and_zero_point(node, initializers, quantized.ndim)
+        info = np.iinfo(quantized.dtype)
+        requantized = np.clip(np.round(values / scale) + zero_point, info.min, info.max).astype(quantized.dtype)
+        initializers[name].CopyFrom(numpy_helper.from_array(requantized, name))
+
+
+def _tie_bias_scales(model: onnx.ModelProto, initializers: dict[str, onnx.TensorProto]) -> None:
+    """An int32 bias must keep scale = input scale × weight scale: fused kernels (QLinearConv,
+    an NPU's MAC array) add it to the accumulator as it is. Rounding each scale on its own can
+    break that, so the bias scale is set to the product of the two rounded ones."""
+    dequantized_by = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    for node in model.graph.node:
+        if len(node.input) < 3 or node.input[2] not in dequantized_by:
+            continue
+        bias, data, weight = (dequantized_by.get(node.input[i]) for i in (2, 0, 1))
+        if data is None or weight is None or initializers[bias.input[0]].data_type != onnx.TensorProto.INT32:
+            continue
+        data_scale, weight_scale = (numpy_helper.to_array(initializers[n.input[1]]) for n in (data, weight))
+        tied = (data_scale * weight_scale).astype(np.float32)
+        initializers[bias.input[1]].CopyFrom(numpy_helper.from_array(tied, bias.input[1]))
+
+
+def _scale_and_zero_point(
+    node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto], rank: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A DequantizeLinear's scale and zero point, shaped to broadcast over its input (per-axis too)."""
+    scale = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float64)
+    zero_point = (
+        numpy_helper.to_array(initializers[node.input[2]]).astype(np.float64) if len(node.input) > 2 else np.zeros(1)
+    )
+    if scale.ndim == 1 and scale.size > 1:
+        axis = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 1) % rank
+        shape = [1] * rank
+        shape[axis] = scale.size
+        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+    return scale, zero_point
+
+
+def _dequantize(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> np.ndarray:
+    quantized = numpy_helper.to_array(initializers[node.input[0]])
+    scale, zero_point = _scale_and_zero_point(node, initializers, quantized.ndim)
+    return (quantized.astype(np.float64) - zero_point) * scale
 
 
 def _quantize_settings(source: Path, recipe: QuantRecipe, exclude: list[str]) -> dict:
