@@ -356,12 +356,17 @@ def decode_window(
     initial = _initial_tokens(options, tokenizer, language, dims.n_text_ctx)
     sot_index = initial.index(tokenizer.sot)
     sample_len = options.sample_len or dims.n_text_ctx // 2
-    no_speech_prob = float("nan")
-    logits = np.empty(0)
-    for position, token in enumerate(initial):
+    # The prompt up to <|startoftranscript|> in prefill blocks (its logits give the no-speech
+    # probability), the task tokens after it one step each.
+    prefill = runtime.prefill() if sot_index > 0 else None
+    if prefill is not None:
+        logits = prefill(initial[: sot_index + 1], cache, cross)
+    else:
+        for token in initial[: sot_index + 1]:
+            logits = decoder.step(np.full(batch, token), cache, cross)
+    no_speech_prob = float(np.exp(log_softmax(logits[0])[tokenizer.no_speech]))
+    for token in initial[sot_index + 1 :]:
         logits = decoder.step(np.full(batch, token), cache, cross)
-        if position == sot_index:
-            no_speech_prob = float(np.exp(log_softmax(logits[0])[tokenizer.no_speech]))
 
     sequences: list[list[int]] = []
     sum_logprobs: list[float] = []

@@ -17,6 +17,7 @@ import onnx
 from amanuensis.devices import CPU_EP, SessionPlan
 from amanuensis.quantize import float_source
 from amanuensis.quantize.analysis import compute_nodes, int8_node_names
+from amanuensis.quantize.targets import source_node_name
 from amanuensis.sessions import GraphSession, NodeAssignment, SessionSettings, nodes_per_ep, open_session
 
 
@@ -54,7 +55,7 @@ def _is_accelerator(ep: str) -> bool:
 
 def graph_placement(graph: str, model_path: Path, session: GraphSession) -> GraphPlacement:
     assignments: list[NodeAssignment] = session.assignments()
-    ep_of = {a.name: a.ep for a in assignments}
+    ep_of = {source_node_name(a.name): a.ep for a in assignments}
     used = {a.ep for a in assignments}
     whole_graph_ep = used.pop() if len(used) == 1 else "?"  # OpenVINO renames nodes but places them all at once
     # MACs from the float export (same node names): onnx cannot infer shapes through 16-bit contrib Q/DQ.

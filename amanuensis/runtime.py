@@ -57,10 +57,14 @@ FeedObserver = Callable[[Feed], None]  # sees every input a graph is given (cali
 
 def graph_paths(
     checkpoint: WhisperCheckpoint, options: RuntimeOptions
-) -> tuple[Callable[[], Path], Callable[[int], Path]]:
-    """Encoder path getter and decoder-step path getter for a precision; builds what is missing."""
+) -> tuple[Callable[[], Path], Callable[[int], Path], Callable[[int], Path]]:
+    """Encoder, decoder-step (by batch) and prefill (by block length) path getters; builds what is missing."""
     if options.precision == "fp32":
-        return (lambda: export.encoder_path(checkpoint)), (lambda batch: export.decoder_step_path(checkpoint, batch))
+        return (
+            lambda: export.encoder_path(checkpoint),
+            lambda batch: export.decoder_step_path(checkpoint, batch),
+            lambda n_tokens: export.decoder_prefill_path(checkpoint, n_tokens),
+        )
     if options.precision == "int8":
         from amanuensis.quantize import int8_graph_paths
 
@@ -109,6 +113,16 @@ class KVCache:
             cache[:, :, slot, :] = new[:, :, 0, :]
         self.mask[0, slot] = 0.0
         self.length += 1
+
+    def write_block(self, new_keys: list[np.ndarray], new_values: list[np.ndarray], count: int) -> None:
+        """The first ``count`` positions of a prefill block, into every batch row."""
+        slots = slice(self.length, self.length + count)
+        for cache, new in zip(self.keys, new_keys, strict=True):
+            cache[..., slots] = new[..., :count]
+        for cache, new in zip(self.values, new_values, strict=True):
+            cache[:, :, slots, :] = new[:, :, :count, :]
+        self.mask[0, slots] = 0.0
+        self.length += count
 
     def copy(self) -> KVCache:
         """An independent cache with the same contents (samples that share a prefilled prompt)."""
@@ -165,16 +179,59 @@ class Decoder:
         return logits
 
 
+class Prefill:
+    """Feeds a prompt in blocks of ``PREFILL_TOKENS`` instead of one decoder step per token.
+
+    The block graph is the step graph with more tokens (causal among themselves), so its K/V and
+    logits match the steps' (FP32 to 1e-5; INT8 as close to FP32 as the steps are).
+    """
+
+    def __init__(
+        self, path: Path, dims: ModelDims, options: RuntimeOptions, session_plan: SessionPlan | None = None
+    ) -> None:
+        self.path = path
+        self.session = make_session(path, options, session_plan)
+        self.dims = dims
+        self.block = export.PREFILL_TOKENS
+        layers = range(dims.n_text_layer)
+        self._output_names = ["logits"] + [n for i in layers for n in new_kv_names(i)]
+
+    def __call__(self, tokens: list[int], cache: KVCache, cross: CrossKV) -> np.ndarray:
+        """Writes the tokens' K/V into every row of ``cache``; returns (batch, n_vocab) logits after the last."""
+        if cache.length + len(tokens) > cache.capacity:
+            raise RuntimeError("decoder context is full")
+        logits = np.empty(0)
+        for start in range(0, len(tokens), self.block):
+            chunk = tokens[start : start + self.block]
+            padded = np.zeros((1, self.block), np.int64)  # padding sits after the chunk: never attended to
+            padded[0, : len(chunk)] = chunk
+            feed: dict[str, np.ndarray] = {
+                "tokens": padded,
+                "offset": np.array([cache.length], np.int64),
+                "mask": cache.mask,
+                "last": np.array([len(chunk) - 1], np.int64),
+                **cross,
+            }
+            for layer in range(self.dims.n_text_layer):
+                k_name, v_name = self_kv_names(layer)
+                feed[k_name] = cache.keys[layer][:1]
+                feed[v_name] = cache.values[layer][:1]
+            logits, *new_kv = self.session.run(self._output_names, feed)
+            cache.write_block(new_kv[0::2], new_kv[1::2], len(chunk))
+        return np.repeat(logits, cache.keys[0].shape[0], axis=0)
+
+
 class ModelRuntime:
     """Encoder plus decoder sessions per batch size, created once and shared."""
 
     def __init__(self, checkpoint: WhisperCheckpoint, options: RuntimeOptions | None = None) -> None:
         self.checkpoint = checkpoint
         self.options = options or RuntimeOptions()
-        encoder_path, self._decoder_path = graph_paths(checkpoint, self.options)
+        encoder_path, self._decoder_path, self._prefill_path = graph_paths(checkpoint, self.options)
         self.plan = self.options.plan()  # decided once, so every graph runs where the first one does
         self.encoder = Encoder(encoder_path(), checkpoint.dims, self.options, self.plan)
         self._decoders: dict[int, Decoder] = {}
+        self._prefill: Prefill | None = None
         self._lock = threading.Lock()
         self.decoder_observer: FeedObserver | None = None  # given to every decoder step session
 
@@ -186,6 +243,17 @@ class ModelRuntime:
             decoder = self._decoders[batch]
             decoder.observer = self.decoder_observer
             return decoder
+
+    def prefill(self) -> Prefill | None:
+        """The prompt prefill block; None while a decoder observer is set (calibration records
+        every single-token step the step graph sees)."""
+        if self.decoder_observer is not None:
+            return None
+        with self._lock:
+            if self._prefill is None:
+                path = self._prefill_path(export.PREFILL_TOKENS)
+                self._prefill = Prefill(path, self.checkpoint.dims, self.options, self.plan)
+            return self._prefill
 
     @property
     def open_batches(self) -> tuple[int, ...]:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 # Bump when graph construction changes so stale cached graphs are not reused.
 EXPORT_VERSION = 1
+PREFILL_TOKENS = 32  # tokens per prefill block: a 224-token prompt takes 7 runs instead of 224 steps
 
 
 def cache_root() -> Path:
@@ -66,6 +67,16 @@ def decoder_step_path(checkpoint: WhisperCheckpoint, batch: int) -> Path:
         from amanuensis.export.decoder import build_decoder_step
 
         _save_atomically(build_decoder_step(checkpoint.load_weights(), checkpoint.dims, batch), path)
+    return path
+
+
+def decoder_prefill_path(checkpoint: WhisperCheckpoint, n_tokens: int) -> Path:
+    """A batch-1 decoder block that feeds ``n_tokens`` prompt tokens in one run (see build_decoder_step)."""
+    path = model_cache_dir(checkpoint) / f"decoder_prefill_t{n_tokens}.onnx"
+    if not path.exists():
+        from amanuensis.export.decoder import build_decoder_step
+
+        _save_atomically(build_decoder_step(checkpoint.load_weights(), checkpoint.dims, 1, n_tokens), path)
     return path
 
 

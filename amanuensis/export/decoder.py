@@ -66,50 +66,78 @@ def _add_cross_inputs(g: GraphBuilder, dims: ModelDims) -> None:
         g.input(v_name, np.float32, [1, h, t, dh])
 
 
-def build_decoder_step(weights: dict[str, np.ndarray], dims: ModelDims, batch: int) -> onnx.ModelProto:
-    g = GraphBuilder(f"whisper_decoder_step_b{batch}")
+def build_decoder_step(
+    weights: dict[str, np.ndarray], dims: ModelDims, batch: int, n_tokens: int = 1
+) -> onnx.ModelProto:
+    """One token per hypothesis; or with ``n_tokens`` > 1 (batch 1), a prefill block.
+
+    A block takes ``n_tokens`` consecutive tokens from position ``offset`` (causal among
+    themselves, after the cached ones), returns their K/V and the logits of the token at index
+    ``last`` only (a prompt shorter than the block is padded after its end; padding is never
+    attended to by the real tokens). Nodes shared with the step graph keep its names, so the
+    step's calibrated ranges apply to them.
+    """
+    block = n_tokens > 1
+    if block and batch != 1:
+        raise ValueError("a prefill block is built for batch 1")
+    name = f"whisper_decoder_prefill_t{n_tokens}" if block else f"whisper_decoder_step_b{batch}"
+    g = GraphBuilder(name)
     w = Weights(weights, "decoder")
     d, h, ctx = dims.n_text_state, dims.n_text_head, dims.n_text_ctx
     dh = d // h
-    tokens = g.input("tokens", np.int64, [batch, 1])
+    tokens = g.input("tokens", np.int64, [batch, n_tokens])
     offset = g.input("offset", np.int64, [1])
     mask = g.input("mask", np.float32, [1, ctx])  # 0 for filled cache slots, MASKED_SCORE otherwise
+    last = g.input("last", np.int64, [1]) if block else None  # index in the block whose logits are wanted
     for layer in range(dims.n_text_layer):
         k_name, v_name = self_kv_names(layer)
         g.input(k_name, np.float32, [batch, h, dh, ctx])
         g.input(v_name, np.float32, [batch, h, ctx, dh])
     _add_cross_inputs(g, dims)
 
-    x, embedding = _embed(g, w, tokens, offset)  # [B, 1, D]
+    positions = offset
+    causal = None
+    if block:  # padding past the last context slot reuses its position: it is never read
+        ramp = g.op("Add", [offset, g.const(list(range(n_tokens)))], "decoder/prefill")
+        positions = g.op("Min", [ramp, g.const([ctx - 1])], "decoder/prefill")
+        causal = g.weight(
+            "decoder/prefill/causal_mask", np.triu(np.full((n_tokens, n_tokens), MASKED_SCORE, np.float32), k=1)
+        )
+    x, embedding = _embed(g, w, tokens, positions)  # [B, T, D]
     mask4 = g.op("Reshape", [mask, g.const([1, 1, 1, ctx])], "decoder/mask")
     for layer in range(dims.n_text_layer):
         lw = w.sub(f"layer_{layer}")
         attn = lw.sub("self_attention")
         normed = layer_norm(g, x, attn.sub("layer_norm"))
         fused = attn.sub("linear_0")
-        q = split_heads(g, linear(g, normed, fused, slice(0, d)), (batch, 1, h, dh), False, attn.prefix)
-        k_new = split_heads(g, linear(g, normed, fused, slice(d, 2 * d)), (batch, 1, h, dh), True, attn.prefix)
-        v_new = split_heads(g, linear(g, normed, fused, slice(2 * d, 3 * d)), (batch, 1, h, dh), False, attn.prefix)
+        shape = (batch, n_tokens, h, dh)
+        q = split_heads(g, linear(g, normed, fused, slice(0, d)), shape, False, attn.prefix)
+        k_new = split_heads(g, linear(g, normed, fused, slice(d, 2 * d)), shape, True, attn.prefix)
+        v_new = split_heads(g, linear(g, normed, fused, slice(2 * d, 3 * d)), shape, False, attn.prefix)
         q = scale_query(g, q, dh, attn.prefix)
         k_cache, v_cache = self_kv_names(layer)
-        # Scores over the cache (masked) and over the new token itself, one softmax over both.
+        # Scores over the cache (masked) and over the new tokens, one softmax over both.
         scores_cache = g.op("Add", [g.op("MatMul", [q, k_cache], attn.prefix), mask4], attn.prefix)
         scores_new = g.op("MatMul", [q, k_new], attn.prefix)
+        if causal is not None:
+            scores_new = g.op("Add", [scores_new, causal], f"{attn.prefix}/causal")
         scores = g.op("Concat", [scores_cache, scores_new], attn.prefix, axis=-1)
         probs = g.op("Softmax", [scores], attn.prefix, axis=-1)
-        p_cache, p_new = g.op("Split", [probs, g.const([ctx, 1])], attn.prefix, n_outputs=2, axis=-1)
+        p_cache, p_new = g.op("Split", [probs, g.const([ctx, n_tokens])], attn.prefix, n_outputs=2, axis=-1)
         context = g.op(
             "Add",
             [g.op("MatMul", [p_cache, v_cache], attn.prefix), g.op("MatMul", [p_new, v_new], attn.prefix)],
             attn.prefix,
         )
-        out = linear(g, merge_heads(g, context, (batch, 1, d), attn.prefix), attn.sub("linear_1"))
+        out = linear(g, merge_heads(g, context, (batch, n_tokens, d), attn.prefix), attn.sub("linear_1"))
         x = g.op("Add", [x, out], attn.prefix)
-        x = _cross_attention(g, x, lw.sub("attention"), layer, dims, batch, 1)
+        x = _cross_attention(g, x, lw.sub("attention"), layer, dims, batch, n_tokens)
         x = mlp_block(g, x, lw.sub("ffn"))
         new_k, new_v = new_kv_names(layer)
-        g.output(k_new, new_k, np.float32, [batch, h, dh, 1])
-        g.output(v_new, new_v, np.float32, [batch, h, 1, dh])
+        g.output(k_new, new_k, np.float32, [batch, h, dh, n_tokens])
+        g.output(v_new, new_v, np.float32, [batch, h, n_tokens, dh])
+    if last is not None:
+        x = g.op("Gather", [x, last], "decoder/prefill", axis=1)  # [1, 1, D]
     logits = _logits(g, x, w, embedding, batch, dims)
     g.output(logits, "logits", np.float32, [batch, dims.n_vocab])
     return g.model()

@@ -102,6 +102,8 @@ def int8_graph_path(directory: Path, graph: str, batch: int = 1) -> Path:
         return directory / "encoder.onnx"
     if graph == "decoder":
         return directory / f"decoder_step_b{batch}.onnx"
+    if graph == "prefill":  # ``batch`` is the block's token count here
+        return directory / f"decoder_prefill_t{batch}.onnx"
     raise ValueError(f"unknown graph {graph!r}")
 
 
@@ -113,16 +115,26 @@ def build_int8_graph(
     if not path.exists():
         from amanuensis.quantize.qdq import build_qdq
 
-        source = export.encoder_path(checkpoint) if graph == "encoder" else export.decoder_step_path(checkpoint, batch)
+        if graph == "encoder":
+            source = export.encoder_path(checkpoint)
+        elif graph == "prefill":  # shares the decoder step's node names, so its ranges and float nodes
+            source = export.decoder_prefill_path(checkpoint, batch)
+            graph = "decoder"
+        else:
+            source = export.decoder_step_path(checkpoint, batch)
         build_qdq(source, path, table.recipe, table.ranges[graph], table.excluded_nodes.get(graph, []))
     return path
+
+
+def _wanted(batches: tuple[int, ...]) -> list[tuple[str, int]]:
+    """(graph, batch) of every INT8 graph a run with these beam widths opens."""
+    return [("encoder", 1), *(("decoder", b) for b in batches), ("prefill", export.PREFILL_TOKENS)]
 
 
 def missing_int8_graphs(checkpoint: WhisperCheckpoint, table: RangeTable, batches: tuple[int, ...]) -> int:
     """How many INT8 graphs still have to be built (0 once cached)."""
     directory = int8_dir(checkpoint, table)
-    wanted = [int8_graph_path(directory, "encoder")] + [int8_graph_path(directory, "decoder", b) for b in batches]
-    return sum(not p.exists() for p in wanted)
+    return sum(not int8_graph_path(directory, graph, batch).exists() for graph, batch in _wanted(batches))
 
 
 def prepare_int8(
@@ -131,8 +143,8 @@ def prepare_int8(
     batches: tuple[int, ...],
     on_graph: Callable[[], None] | None = None,
 ) -> None:
-    """Build (once) the INT8 encoder and decoder steps for these beam widths."""
-    for graph, batch in [("encoder", 1), *(("decoder", b) for b in batches)]:
+    """Build (once) the INT8 encoder, decoder steps for these beam widths and the prefill block."""
+    for graph, batch in _wanted(batches):
         build_int8_graph(checkpoint, table, graph, batch)
         if on_graph:
             on_graph()
@@ -140,10 +152,11 @@ def prepare_int8(
 
 def int8_graph_paths(
     checkpoint: WhisperCheckpoint, table_path: Path | None = None
-) -> tuple[Callable[[], Path], Callable[[int], Path]]:
-    """Encoder and decoder-step path getters for the runtime; the table is read once, here."""
+) -> tuple[Callable[[], Path], Callable[[int], Path], Callable[[int], Path]]:
+    """Encoder, decoder-step and prefill path getters for the runtime; the table is read once, here."""
     table = load_table(checkpoint, table_path)
     return (
         lambda: build_int8_graph(checkpoint, table, "encoder"),
         lambda batch: build_int8_graph(checkpoint, table, "decoder", batch),
+        lambda n_tokens: build_int8_graph(checkpoint, table, "prefill", n_tokens),
     )

@@ -22,6 +22,7 @@ from onnxruntime.quantization import qdq_loss_debug
 from amanuensis.quantize.calibration import FeedReader
 from amanuensis.quantize.qdq import build_qdq
 from amanuensis.quantize.recipe import COMPUTE_OP_TYPES, QuantRecipe, Ranges
+from amanuensis.quantize.targets import source_node_name
 from amanuensis.runtime import Feed
 
 
@@ -64,10 +65,10 @@ def compute_nodes(model: onnx.ModelProto) -> list[ComputeNode]:
 
 
 def int8_node_names(qdq_model: onnx.ModelProto) -> set[str]:
-    """Compute nodes whose activation and weight inputs both come out of DequantizeLinear."""
+    """Exported compute nodes whose activation and weight inputs both come out of DequantizeLinear."""
     dq_outputs = {n.output[0] for n in qdq_model.graph.node if n.op_type == "DequantizeLinear"}
     return {
-        n.name
+        source_node_name(n.name)
         for n in qdq_model.graph.node
         if n.op_type in COMPUTE_OP_TYPES and all(i in dq_outputs for i in n.input[:2])
     }

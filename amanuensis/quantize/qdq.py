@@ -20,7 +20,7 @@ from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, 
 from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
 from amanuensis.quantize.recipe import QuantRecipe, Ranges
-from amanuensis.quantize.targets import get_target, prepare_float_model
+from amanuensis.quantize.targets import get_target, prepare_float_model, source_node_name
 
 QUANTIZED_SUFFIX = "_quantized"  # onnxruntime's quantizer names a quantized initializer <float name> + this
 CALIBRATION_METHODS = {
@@ -68,6 +68,8 @@ def build_qdq(
         save_tensors_data(tensors, cache)
         staged = Path(tmp) / output.name
         source = prepare_float_model(float_model, get_target(recipe.target), Path(tmp))
+        if source != float_model:  # preparation may have fused nodes: name them as they are now
+            exclude, only = _names_in(source, exclude or []), _names_in(source, only or [])
         settings = _quantize_settings(source, recipe, exclude or [])
         with _quiet_root_logger():
             quantize_static(
@@ -87,6 +89,12 @@ def build_qdq(
             onnx.save(model, str(staged))
         onnx.checker.check_model(str(staged))
         os.replace(staged, output)
+
+
+def _names_in(model_path: Path, exported_names: list[str]) -> list[str]:
+    """Exported node names as they are called in a prepared (possibly fused) graph."""
+    by_source = {source_node_name(n.name): n.name for n in onnx.load(str(model_path)).graph.node}
+    return [by_source.get(name, name) for name in exported_names]
 
 
 def round_scales_to_powers_of_two(model: onnx.ModelProto, float_values: dict[str, np.ndarray] | None = None) -> None:

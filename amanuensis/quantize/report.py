@@ -12,6 +12,7 @@ from amanuensis.models import WhisperCheckpoint
 from amanuensis.quantize import GRAPHS, build_int8_graph
 from amanuensis.quantize.analysis import TensorError, activation_errors, int8_node_names, quant_params
 from amanuensis.quantize.pipeline import GATE_MAX_DELTA, QuantizationResult, float_graph
+from amanuensis.quantize.targets import get_target
 from amanuensis.runtime import Feed
 
 MAX_SIZE_RATIO = 0.30  # INT8 bytes may be at most this share of FP32 bytes
@@ -95,6 +96,26 @@ def build_report(
     }
 
 
+def _placement_sentence(recipe: dict) -> str:
+    """Where Q/DQ goes for the recipe's target, and what stays float by construction."""
+    if get_target(recipe["target"]).quantized_op_types is None:
+        return (
+            "Static QDQ (onnxruntime `quantize_static` with its QNN configuration) on the inputs and outputs "
+            "of every op: the whole graph in fixed point, as the HTP wants (GELU fused into one op first, "
+            "MatMul + Add fused into Gemm). Nothing is float by construction."
+        )
+    return (
+        "Static QDQ (onnxruntime `quantize_static`) on MatMul, Conv and Gemm inputs, and on Gather so the "
+        "embedding tables are stored as int8.\n- Float by construction: LayerNorm, Softmax, GELU (Erf), the "
+        "residual Adds and the additive attention mask (a −10⁴ mask value would swamp any 8-bit scale). Their "
+        "inputs and outputs are quantized only where a quantized MatMul consumes them."
+    )
+
+
+def _widths(recipe: dict) -> str:
+    return f"8-bit weights, {recipe['activation_bits']}-bit activations"
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
@@ -114,16 +135,13 @@ def render_markdown(report: dict) -> str:
         f"| WER, {report['validation_utterances']} validation utterances | {gate['fp32_wer']:.2f} % | "
         f"{gate['int8_wer']:.2f} % | {gate['delta']:+.2f} | < {gate['max_delta']:.1f}: **{verdict}** |",
         "",
-        f"- Recipe: {report['recipe_description']}. Static QDQ (onnxruntime `quantize_static`) on MatMul, "
-        "Conv and Gemm inputs, and on Gather so the embedding tables are stored as int8.",
-        "- Float by construction: LayerNorm, Softmax, GELU (Erf), the residual Adds and the additive attention "
-        "mask (a −10⁴ mask value would swamp any 8-bit scale). Their inputs and outputs are quantized only "
-        "where a quantized MatMul consumes them.",
+        f"- Recipe: {report['recipe_description']}. {_placement_sentence(report['recipe'])}",
         f"- Calibration: {report['calibration']['clips']} clips, {report['calibration']['seconds'] / 60:.1f} min "
         "of real read speech from `calibration_audio/` (no validation speaker or utterance); every encoder "
         "window and every decoder step visited while transcribing them greedily with the FP32 model.",
         f"- Gate decoding: {gate['decoding']}.",
-        f"- MACs in INT8 (one encoder window + one decoder step): **{report['int8_mac_share']:.1%}**.",
+        f"- MACs with quantized inputs ({_widths(report['recipe'])}; one encoder window + one decoder step): "
+        f"**{report['int8_mac_share']:.1%}**.",
         f"- Size: FP32 {_mb(sizes['fp32_bytes'])} → INT8 {_mb(sizes['int8_bytes'])} "
         f"(**{sizes['ratio']:.1%}**; limit {MAX_SIZE_RATIO:.0%}).",
         "",

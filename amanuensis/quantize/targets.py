@@ -72,6 +72,17 @@ def get_target(name: str) -> Target:
     return TARGETS[name]
 
 
+# onnxruntime's QNN preprocessing fuses MatMul + Add into a Gemm named after the MatMul plus this.
+FUSION_SUFFIXES = ("/MatMulAddFusion",)
+
+
+def source_node_name(name: str) -> str:
+    """The exported node a (possibly fused) node of a built graph comes from."""
+    for suffix in FUSION_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return name
+
+
 def prepare_float_model(source: Path, target: Target, workdir: Path) -> Path:
     """The float graph the target's QDQ is placed on (and calibrated against)."""
     if not target.fuse_gelu:
