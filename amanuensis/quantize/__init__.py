@@ -12,7 +12,7 @@ from pathlib import Path
 
 from amanuensis import export
 from amanuensis.models import WhisperCheckpoint
-from amanuensis.quantize.recipe import QuantRecipe, RangeTable
+from amanuensis.quantize.recipe import QuantRecipe, Ranges, RangeTable
 
 TABLES_DIR = Path(__file__).parent / "tables"
 GRAPHS = ("encoder", "decoder")
@@ -117,18 +117,42 @@ def build_int8_graph(
 
         if graph == "encoder":
             source = export.encoder_path(checkpoint)
+        ranges = table.ranges["encoder" if graph == "encoder" else "decoder"]
+        if graph == "encoder":
+            source = export.encoder_path(checkpoint)
         elif graph == "prefill":  # shares the decoder step's node names, so its ranges and float nodes
             source = export.decoder_prefill_path(checkpoint, batch)
+            ranges = prefill_ranges(source, ranges)
             graph = "decoder"
         else:
             source = export.decoder_step_path(checkpoint, batch)
-        build_qdq(source, path, table.recipe, table.ranges[graph], table.excluded_nodes.get(graph, []))
+        build_qdq(source, path, table.recipe, ranges, table.excluded_nodes.get(graph, []))
     return path
 
 
 def _wanted(batches: tuple[int, ...]) -> list[tuple[str, int]]:
     """(graph, batch) of every INT8 graph a run with these beam widths opens."""
     return [("encoder", 1), *(("decoder", b) for b in batches), ("prefill", export.PREFILL_TOKENS)]
+
+
+def prefill_ranges(prefill_graph: Path, step_ranges: Ranges) -> Ranges:
+    """The step's ranges for the prefill block, plus its own few tensors (whole-graph targets need them).
+
+    The block's causal-masked scores are concatenated with the cache-masked scores the step has a
+    range for, and its row Gather only picks values: each takes the range of its partner.
+    """
+    import onnx
+
+    ranges = dict(step_ranges)
+    for node in onnx.load(str(prefill_graph), load_external_data=False).graph.node:
+        if node.op_type == "Concat":
+            known = [ranges[i] for i in node.input if i in ranges]
+            for name in node.input:
+                if known and name not in ranges and "/causal/" in name:
+                    ranges[name] = known[0]
+        elif node.op_type == "Gather" and node.input[0] in ranges and node.output[0] not in ranges:
+            ranges[node.output[0]] = ranges[node.input[0]]
+    return ranges
 
 
 def missing_int8_graphs(checkpoint: WhisperCheckpoint, table: RangeTable, batches: tuple[int, ...]) -> int:

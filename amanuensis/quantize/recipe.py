@@ -61,8 +61,9 @@ class QuantRecipe:
 
     def describe(self) -> str:
         sym = "symmetric" if self.activation_symmetric else "asymmetric"
-        weights = "per-channel" if self.per_channel else "per-tensor"
-        text = f"{self.method}, {weights} int8 weights (symmetric), {sym} {self.activation_bits}-bit activations"
+        granularity = "per-channel" if self.per_channel else "per-tensor"
+        weights = get_target(self.target).weights
+        text = f"{self.method}, {granularity} {weights} weights, {sym} {self.activation_bits}-bit activations"
         return text if self.target == "cpu" else f"{text}, target {self.target}"
 
     @property

@@ -26,6 +26,7 @@ class Target:
     fuse_gelu: bool  # rewrite the erf chain into one Gelu op first (onnxruntime's QNN preprocessing)
     summary: str  # one line for the report and --help
     power_of_two_scales: bool = False  # every Q/DQ scale rounded up to a power of two after quantizing
+    weights: str = "int8 (symmetric)"  # how weights are stored (for reports)
 
 
 TARGETS = {
@@ -53,6 +54,7 @@ TARGETS = {
         16,
         True,
         "every op in fixed point for the HTP: uint16 activations, uint8 weights, GELU fused",
+        weights="uint8 (asymmetric, onnxruntime's QNN default)",
     ),
     # Unverified on a real VitisAI EP (none can be installed here); the WER gate runs on the CPU EP.
     "vitisai": Target(
@@ -62,6 +64,7 @@ TARGETS = {
         False,
         "as cpu, with every scale rounded up to a power of two (Vitis AI NPU)",
         power_of_two_scales=True,
+        weights="int8 (symmetric, power-of-two scale)",
     ),
 }
 
