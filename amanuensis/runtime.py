@@ -7,6 +7,7 @@ and nothing grows.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,12 +127,7 @@ class KVCache:
 
     def copy(self) -> KVCache:
         """An independent cache with the same contents (samples that share a prefilled prompt)."""
-        twin = KVCache.__new__(KVCache)
-        twin.capacity, twin.length = self.capacity, self.length
-        twin.keys = [k.copy() for k in self.keys]
-        twin.values = [v.copy() for v in self.values]
-        twin.mask = self.mask.copy()
-        return twin
+        return copy.deepcopy(self)
 
     def reorder(self, order: np.ndarray) -> None:
         """Beam search: hypothesis i continues from hypothesis order[i]."""
