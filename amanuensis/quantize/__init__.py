@@ -115,8 +115,6 @@ def build_int8_graph(
     if not path.exists():
         from amanuensis.quantize.qdq import build_qdq
 
-        if graph == "encoder":
-            source = export.encoder_path(checkpoint)
         ranges = table.ranges["encoder" if graph == "encoder" else "decoder"]
         if graph == "encoder":
             source = export.encoder_path(checkpoint)
