@@ -57,26 +57,24 @@ def test_batched_step_with_reorder_matches_single(tiny: WhisperModel, real_prefi
     np.testing.assert_allclose(got[1], expected, atol=1e-3)
 
 
-@pytest.mark.parametrize("model_name", ["tiny", "tiny_int8"])
-def test_prefill_blocks_match_single_steps(model_name: str, real_prefix, request) -> None:
+def test_prefill_blocks_match_single_steps(tiny: WhisperModel, real_prefix) -> None:
     """A prompt longer than one block (and not a multiple of it) fed by the prefill graph gives the
-    cache and logits the steps give: FP32 to float rounding; INT8 as close to FP32 as the steps."""
-    model: WhisperModel = request.getfixturevalue(model_name)
+    cache and logits the steps give, to float rounding."""
     cross, prefix = real_prefix
-    tokens = [model.tokenizer.sot_prev, *prefix[1:], model.tokenizer.sot]
+    tokens = [tiny.tokenizer.sot_prev, *prefix[1:], tiny.tokenizer.sot]
     assert len(tokens) > export.PREFILL_TOKENS and len(tokens) % export.PREFILL_TOKENS
-    decoder = model.runtime.decoder(2)  # every batch row gets the prompt
+    decoder = tiny.runtime.decoder(2)  # every batch row gets the prompt
     stepped, blocked = decoder.new_cache(), decoder.new_cache()
     for token in tokens:
         expected = decoder.step(np.array([token, token]), stepped, cross)
-    got = model.runtime.prefill()(tokens, blocked, cross)
+    got = tiny.runtime.prefill()(tokens, blocked, cross)
     assert blocked.length == stepped.length == len(tokens)
     np.testing.assert_array_equal(blocked.mask, stepped.mask)
-    if model_name == "tiny":
-        np.testing.assert_allclose(got, expected, atol=2e-3)
-        np.testing.assert_allclose(blocked.keys[3], stepped.keys[3], atol=1e-4)
-    else:
-        assert (got.argmax(-1) == expected.argmax(-1)).all()
-        sqnr = 10 * np.log10(np.sum(expected.astype(float) ** 2) / np.sum((got - expected).astype(float) ** 2))
-        assert sqnr > 15.0, f"{sqnr:.1f} dB"
+    np.testing.assert_allclose(got, expected, atol=2e-3)
+    np.testing.assert_allclose(blocked.keys[3], stepped.keys[3], atol=1e-4)
     assert blocked.keys[0][1].any() and np.array_equal(blocked.keys[0][0], blocked.keys[0][1])
+
+
+def test_int8_feeds_prompts_one_step_at_a_time(tiny_int8: WhisperModel) -> None:
+    """In an INT8 block the prompt's K/V skip the cache input's quantization; it measured worse."""
+    assert tiny_int8.runtime.prefill() is None

@@ -74,8 +74,8 @@ def build_decoder_step(
     A block takes ``n_tokens`` consecutive tokens from position ``offset`` (causal among
     themselves, after the cached ones), returns their K/V and the logits of the token at index
     ``last`` only (a prompt shorter than the block is padded after its end; padding is never
-    attended to by the real tokens). Nodes shared with the step graph keep its names, so the
-    step's calibrated ranges apply to them.
+    attended to by the real tokens). The block's extra nodes have scopes of their own, so the step
+    graph this code builds stays node for node what it was.
     """
     block = n_tokens > 1
     if block and batch != 1:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from amanuensis import export
 from amanuensis.models import WhisperCheckpoint
-from amanuensis.quantize.recipe import QuantRecipe, Ranges, RangeTable
+from amanuensis.quantize.recipe import QuantRecipe, RangeTable
 
 TABLES_DIR = Path(__file__).parent / "tables"
 GRAPHS = ("encoder", "decoder")
@@ -102,8 +102,6 @@ def int8_graph_path(directory: Path, graph: str, batch: int = 1) -> Path:
         return directory / "encoder.onnx"
     if graph == "decoder":
         return directory / f"decoder_step_b{batch}.onnx"
-    if graph == "prefill":  # ``batch`` is the block's token count here
-        return directory / f"decoder_prefill_t{batch}.onnx"
     raise ValueError(f"unknown graph {graph!r}")
 
 
@@ -115,42 +113,14 @@ def build_int8_graph(
     if not path.exists():
         from amanuensis.quantize.qdq import build_qdq
 
-        ranges = table.ranges["encoder" if graph == "encoder" else "decoder"]
-        if graph == "encoder":
-            source = export.encoder_path(checkpoint)
-        elif graph == "prefill":  # shares the decoder step's node names, so its ranges and float nodes
-            source = export.decoder_prefill_path(checkpoint, batch)
-            ranges = prefill_ranges(source, ranges)
-            graph = "decoder"
-        else:
-            source = export.decoder_step_path(checkpoint, batch)
-        build_qdq(source, path, table.recipe, ranges, table.excluded_nodes.get(graph, []))
+        source = export.encoder_path(checkpoint) if graph == "encoder" else export.decoder_step_path(checkpoint, batch)
+        build_qdq(source, path, table.recipe, table.ranges[graph], table.excluded_nodes.get(graph, []))
     return path
 
 
 def _wanted(batches: tuple[int, ...]) -> list[tuple[str, int]]:
     """(graph, batch) of every INT8 graph a run with these beam widths opens."""
-    return [("encoder", 1), *(("decoder", b) for b in batches), ("prefill", export.PREFILL_TOKENS)]
-
-
-def prefill_ranges(prefill_graph: Path, step_ranges: Ranges) -> Ranges:
-    """The step's ranges for the prefill block, plus its own few tensors (whole-graph targets need them).
-
-    The block's causal-masked scores are concatenated with the cache-masked scores the step has a
-    range for, and its row Gather only picks values: each takes the range of its partner.
-    """
-    import onnx
-
-    ranges = dict(step_ranges)
-    for node in onnx.load(str(prefill_graph), load_external_data=False).graph.node:
-        if node.op_type == "Concat":
-            known = [ranges[i] for i in node.input if i in ranges]
-            for name in node.input:
-                if known and name not in ranges and "/causal/" in name:
-                    ranges[name] = known[0]
-        elif node.op_type == "Gather" and node.input[0] in ranges and node.output[0] not in ranges:
-            ranges[node.output[0]] = ranges[node.input[0]]
-    return ranges
+    return [("encoder", 1), *(("decoder", b) for b in batches)]
 
 
 def missing_int8_graphs(checkpoint: WhisperCheckpoint, table: RangeTable, batches: tuple[int, ...]) -> int:
@@ -165,7 +135,7 @@ def prepare_int8(
     batches: tuple[int, ...],
     on_graph: Callable[[], None] | None = None,
 ) -> None:
-    """Build (once) the INT8 encoder, decoder steps for these beam widths and the prefill block."""
+    """Build (once) the INT8 encoder and decoder steps for these beam widths."""
     for graph, batch in _wanted(batches):
         build_int8_graph(checkpoint, table, graph, batch)
         if on_graph:
@@ -174,11 +144,10 @@ def prepare_int8(
 
 def int8_graph_paths(
     checkpoint: WhisperCheckpoint, table_path: Path | None = None
-) -> tuple[Callable[[], Path], Callable[[int], Path], Callable[[int], Path]]:
-    """Encoder, decoder-step and prefill path getters for the runtime; the table is read once, here."""
+) -> tuple[Callable[[], Path], Callable[[int], Path]]:
+    """Encoder and decoder-step path getters for the runtime; the table is read once, here."""
     table = load_table(checkpoint, table_path)
     return (
         lambda: build_int8_graph(checkpoint, table, "encoder"),
         lambda batch: build_int8_graph(checkpoint, table, "decoder", batch),
-        lambda n_tokens: build_int8_graph(checkpoint, table, "prefill", n_tokens),
     )

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import pytest
 from onnx import numpy_helper
 
 from amanuensis import export
 from amanuensis.engine import WhisperModel
-from amanuensis.quantize import TABLES_DIR, RangeTable, build_int8_graph, load_table
+from amanuensis.quantize import load_table
 from amanuensis.quantize.qdq import build_qdq
 from amanuensis.quantize.recipe import QuantRecipe
 from amanuensis.runtime import Encoder, RuntimeOptions
@@ -49,12 +48,3 @@ def _float_weights(path) -> dict[str, np.ndarray]:
         model = onnx.load(str(path))
         _WEIGHTS[str(path)] = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.dims}
     return _WEIGHTS[str(path)]
-
-
-@pytest.mark.parametrize("table_path", sorted(TABLES_DIR.glob("tiny.en*.json")), ids=lambda p: p.name)
-def test_every_shipped_table_builds_the_prefill_block(tiny: WhisperModel, table_path, tmp_path) -> None:
-    """The prefill block reuses the step's ranges; whole-graph flavours need its few own tensors too."""
-    table = RangeTable.load(table_path)
-    path = build_int8_graph(tiny.checkpoint, table, "prefill", export.PREFILL_TOKENS, directory=tmp_path)
-    quantized = [n for n in onnx.load(str(path)).graph.node if n.op_type == "DequantizeLinear"]
-    assert len(quantized) > 50
