@@ -15,12 +15,7 @@ from amanuensis.devices import DeviceUnavailable, plan
 from amanuensis.export.io_names import cross_kv_names, new_kv_names, self_kv_names
 from amanuensis.placement import agreement
 from amanuensis.quantize import build_int8_graph, load_table
-from amanuensis.quantize.calibration import find_calibration_clips, record_inputs
-from amanuensis.quantize.pipeline import table_from_inputs
-from amanuensis.quantize.recipe import QuantRecipe
 from amanuensis.sessions import SessionSettings, open_session
-
-from .conftest import CALIBRATION_DIR, ROOT
 
 QNN_EP = "QNNExecutionProvider"
 MIN_SQNR_DB = 20.0  # HTP requantizes inside fused ops where the CPU EP goes through float; measured ~27 dB
@@ -33,11 +28,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def qnn_table(tiny):
-    """A QNN-flavour table calibrated here on two calibration clips (no table for it is shipped:
-    the full qnn recipe does not pass the WER gate yet, see README)."""
-    clips = find_calibration_clips(CALIBRATION_DIR)[:2]
-    recorded = record_inputs(tiny, clips, ROOT)
-    return table_from_inputs(tiny.checkpoint, recorded, QuantRecipe(activation_bits=16, target="qnn"))
+    """The shipped QNN-flavour table (calibrated on calibration_audio/, gated on the validation set)."""
+    return load_table(tiny.checkpoint, target="qnn")
 
 
 def _htp_session(path, allow_fallback: bool = False):
