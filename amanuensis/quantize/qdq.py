@@ -69,7 +69,9 @@ def build_qdq(
         staged = Path(tmp) / output.name
         source = prepare_float_model(float_model, get_target(recipe.target), Path(tmp))
         if source != float_model:  # preparation may have fused nodes: name them as they are now
-            exclude, only = _names_in(source, exclude or []), _names_in(source, only or [])
+            renamed = _prepared_names(source)
+            exclude = [renamed.get(name, name) for name in exclude or []]
+            only = [renamed.get(name, name) for name in only or []]
         settings = _quantize_settings(source, recipe, exclude or [])
         with _quiet_root_logger():
             quantize_static(
@@ -91,10 +93,9 @@ def build_qdq(
         os.replace(staged, output)
 
 
-def _names_in(model_path: Path, exported_names: list[str]) -> list[str]:
-    """Exported node names as they are called in a prepared (possibly fused) graph."""
-    by_source = {source_node_name(n.name): n.name for n in onnx.load(str(model_path)).graph.node}
-    return [by_source.get(name, name) for name in exported_names]
+def _prepared_names(model_path: Path) -> dict[str, str]:
+    """Exported node name → its name in a prepared (possibly fused) graph."""
+    return {source_node_name(n.name): n.name for n in onnx.load(str(model_path), load_external_data=False).graph.node}
 
 
 def round_scales_to_powers_of_two(model: onnx.ModelProto, float_values: dict[str, np.ndarray] | None = None) -> None:
