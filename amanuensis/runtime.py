@@ -119,6 +119,14 @@ class KVCache:
         self.mask[0, slot] = 0.0
         self.length += 1
 
+    def inputs(self, rows: int | None = None) -> dict[str, np.ndarray]:
+        """The cache as decoder graph inputs (the first ``rows`` hypotheses, or all)."""
+        feed = {}
+        for layer, (keys, values) in enumerate(zip(self.keys, self.values, strict=True)):
+            k_name, v_name = self_kv_names(layer)
+            feed[k_name], feed[v_name] = keys[:rows], values[:rows]
+        return feed
+
     def write_block(self, new_keys: list[np.ndarray], new_values: list[np.ndarray], count: int) -> None:
         """The first ``count`` positions of a prefill block, into every batch row."""
         slots = slice(self.length, self.length + count)
@@ -168,10 +176,7 @@ class Decoder:
             "mask": cache.mask,
             **cross,
         }
-        for layer in range(self.dims.n_text_layer):
-            k_name, v_name = self_kv_names(layer)
-            feed[k_name] = cache.keys[layer]
-            feed[v_name] = cache.values[layer]
+        feed |= cache.inputs()
         if self.observer:
             self.observer(feed)
         logits, *new_kv = self.session.run(self._output_names, feed)
@@ -189,9 +194,7 @@ class Prefill:
     def __init__(
         self, path: Path, dims: ModelDims, options: RuntimeOptions, session_plan: SessionPlan | None = None
     ) -> None:
-        self.path = path
         self.session = make_session(path, options, session_plan)
-        self.dims = dims
         self.block = export.PREFILL_TOKENS
         layers = range(dims.n_text_layer)
         self._output_names = ["logits"] + [n for i in layers for n in new_kv_names(i)]
@@ -212,10 +215,7 @@ class Prefill:
                 "last": np.array([len(chunk) - 1], np.int64),
                 **cross,
             }
-            for layer in range(self.dims.n_text_layer):
-                k_name, v_name = self_kv_names(layer)
-                feed[k_name] = cache.keys[layer][:1]
-                feed[v_name] = cache.values[layer][:1]
+            feed |= cache.inputs(rows=1)  # every row holds the same prompt
             logits, *new_kv = self.session.run(self._output_names, feed)
             cache.write_block(new_kv[0::2], new_kv[1::2], len(chunk))
         return np.repeat(logits, cache.keys[0].shape[0], axis=0)
