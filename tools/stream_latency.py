@@ -3,7 +3,9 @@
     python tools/stream_latency.py [--limit N] [--update-interval 1.0] [--json out.json]
 
 Each clip is streamed with the default StreamOptions and compared with the offline
-transcription of the same clip decoded the same way (greedy). The delay of a word is when a
+transcription of the same clip decoded as the stream's final decode is (greedy, with Whisper's
+temperature fallback), and with a greedy decode without fallback (the reference before
+2026-11-24). The delay of a word is when a
 real-time loop on this machine would show it confirmed, minus when it ends in the audio (word
 ends are estimated from offline segment timestamps; see amanuensis/streaming/evaluation.py).
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+from dataclasses import replace
 
 import numpy as np
 from common import ROOT, VALIDATION_MANIFEST, model_parser
@@ -40,7 +43,8 @@ def main() -> None:
     options = StreamOptions(update_interval_s=args.update_interval)
     entries = read_manifest(VALIDATION_MANIFEST)[: args.limit]
     delays: list[float] = []
-    streamed, offline, references = [], [], []
+    streamed, offline, offline_no_fallback, references = [], [], [], []
+    no_fallback = replace(options, finish_temperatures=(0.0,))
     compute = duration = 0.0
     missed = 0
     for entry in tqdm(entries, desc="streaming", unit="clip"):
@@ -52,6 +56,7 @@ def main() -> None:
         missed += len(reference_words) - len(clip_delays)
         streamed.append(run.text)
         offline.append("".join(w.text for w in reference_words))
+        offline_no_fallback.append("".join(w.text for w in offline_words(model, samples, no_fallback)))
         references.append(entry.reference)
         compute += sum(run.compute)
         duration += run.duration
@@ -67,6 +72,7 @@ def main() -> None:
         "delay_p95_s": round(float(np.percentile(delays, 95)), 2),
         "stream_rtf": round(compute / duration, 3),
         "wer_stream_vs_offline": round(word_error_rate(offline, streamed), 2),
+        "wer_stream_vs_offline_without_fallback": round(word_error_rate(offline_no_fallback, streamed), 2),
         "wer_stream_vs_reference": round(word_error_rate(references, streamed), 2),
         "wer_offline_vs_reference": round(word_error_rate(references, offline), 2),
         "threads": args.threads,

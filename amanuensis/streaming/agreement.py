@@ -14,10 +14,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from difflib import SequenceMatcher
+
+from rapidfuzz.distance import Levenshtein
 
 WORD_PATTERN = re.compile(r"\s*\S+")  # a word keeps its leading space, as Whisper's tokens do
 _NOT_WORD = re.compile(r"[^\w']+")
+# How many more words than were confirmed the re-transcription of confirmed audio may take
+# (rewording: "whom so ever" / "whomsoever"). The search for confirmed words stops there, so a
+# repetition loop later in a hypothesis cannot pass for them.
+REWORDING_SLACK = 4
 
 
 @dataclass(frozen=True)
@@ -50,22 +55,28 @@ def skip_confirmed(confirmed: Sequence[Word], hypothesis: Sequence[Word]) -> int
     """Index of the first word of ``hypothesis`` past the already-confirmed words it repeats.
 
     The buffer still holds audio whose words are confirmed, so every hypothesis starts by
-    re-transcribing them, not always identically; align the two word lists by text and skip
-    past the last confirmed word (or where it would be, if the hypothesis reworded it). With no
-    word in common, fall back to time: skip the words centred before the last confirmed one ends.
+    re-transcribing them, not always identically ("reply the fireman" / "replied, firemen").
+    The answer is the hypothesis prefix closest to the confirmed words, by edit distance over
+    their letters, so that merged or split words ("whom so ever" / "whomsoever") cost nothing
+    and a common word further on ("the") cannot pass for a confirmed one. Ties go to the
+    shorter prefix: a word confirmed twice is as wrong as a word lost, but a lost word cannot
+    be seen. With no prefix closer than the empty one, fall back to time: skip the words
+    centred before the last confirmed word ends.
     """
     if not confirmed:
         return 0
-    keys = [w.key for w in hypothesis]
-    matcher = SequenceMatcher(None, [w.key for w in confirmed], keys, autojunk=False)
-    last_confirmed, after = -1, 0
-    for a, b, size in matcher.get_matching_blocks():
-        if size:
-            last_confirmed, after = a + size - 1, b + size
-    if last_confirmed < 0:
+    said = "".join(w.key for w in confirmed)
+    best, best_distance = None, len(said)  # the empty prefix's distance: must be beaten
+    prefix = ""
+    for count, word in enumerate(hypothesis[: len(confirmed) + REWORDING_SLACK], start=1):
+        prefix += word.key
+        distance = Levenshtein.distance(said, prefix, score_cutoff=best_distance)
+        if distance < best_distance:
+            best, best_distance = count, distance
+    if best is None:
         boundary = confirmed[-1].end
         return sum(1 for w in hypothesis if (w.start + w.end) / 2 < boundary)
-    return min(len(hypothesis), after + (len(confirmed) - 1 - last_confirmed))
+    return best
 
 
 class LocalAgreement:

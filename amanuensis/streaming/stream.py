@@ -1,10 +1,11 @@
 """A transcription stream: feed audio as it arrives, get partial and confirmed text back.
 
 Every ``update_interval_s`` of new audio the buffer (everything since the last cut) is
-transcribed again; LocalAgreement-2 confirms the words two consecutive hypotheses share. The
-buffer is cut at the end of a confirmed segment once it is longer than ``trim_after_s``, and
-the text cut away becomes the prompt, so memory and the cost of an update stay bounded however
-long the stream runs. Updates happen at fixed points of the audio, so the text does not depend
+transcribed again; LocalAgreement-2 confirms the words two consecutive hypotheses share. A
+hypothesis that fails Whisper's own checks (a repetition loop, a low average log-probability)
+takes no part: confirming from it would make its errors permanent. The buffer is cut at the end
+of a confirmed segment once it is longer than ``trim_after_s``, and the text cut away becomes
+the prompt, so memory and the cost of an update stay bounded however long the stream runs. Updates happen at fixed points of the audio, so the text does not depend
 on how the audio was chunked; a caller slower than real time falls behind rather than skipping.
 """
 
@@ -23,7 +24,7 @@ from amanuensis.audio import SAMPLE_RATE, peak_frame_dbfs
 from amanuensis.streaming.agreement import LocalAgreement, Word, split_words
 from amanuensis.streaming.input import AudioFormat, InputConverter
 from amanuensis.streaming.vad import DEFAULT_THRESHOLD, WINDOW, SileroVad
-from amanuensis.transcribe import TranscribeOptions, check_language, transcribe
+from amanuensis.transcribe import DEFAULT_TEMPERATURES, Segment, TranscribeOptions, check_language, transcribe
 
 if TYPE_CHECKING:
     from amanuensis.engine import WhisperModel
@@ -52,9 +53,15 @@ class StreamOptions:
     max_buffer_s: float = 25.0  # hard limit (< 30 s window): cut at the last confirmed word
     lookahead_s: float = 0.5  # audio that must follow a word (by its estimated end) before it is confirmed
     beam_size: int | None = None  # None/1 = greedy, so an update fits in the interval on a CPU
-    temperatures: tuple[float, ...] = (0.0,)  # fallback ladder; each step re-decodes the buffer
+    # Fallback ladder of an update. A hypothesis that fails Whisper's checks at its last
+    # temperature (too repetitive, too unsure) is not used: the next update tries again.
+    temperatures: tuple[float, ...] = (0.0,)
+    # Ladder of the final decode at finish(), whose text is confirmed as it is: it gets
+    # Whisper's full fallback, as an offline transcription would.
+    finish_temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
     no_speech_threshold: float | None = 0.6  # Whisper's no-speech rule (see TranscribeOptions)
     logprob_threshold: float | None = -1.0  # see TranscribeOptions
+    compression_ratio_threshold: float | None = 2.4  # see TranscribeOptions
     # A buffer whose loudest 25 ms frame is quieter than this (dBFS) is silence: it is not
     # decoded and is dropped. None = no energy gate.
     silence_threshold_db: float | None = -60.0
@@ -74,17 +81,25 @@ class StreamOptions:
                 f"(got {self.trim_after_s}, {self.max_buffer_s}, {self.update_interval_s})"
             )
 
-    def transcribe_options(self, language: str | None, **overrides: Any) -> TranscribeOptions:
-        """How one buffer is decoded (offline comparisons decode the same way)."""
+    def transcribe_options(self, language: str | None, final: bool = True, **overrides: Any) -> TranscribeOptions:
+        """How one buffer is decoded: an update's, or the final one's (offline comparisons use that)."""
         return TranscribeOptions(
             language=language,
             task=self.task,
             beam_size=self.beam_size,
-            temperatures=self.temperatures,
+            temperatures=self.finish_temperatures if final else self.temperatures,
             no_speech_threshold=self.no_speech_threshold,
             logprob_threshold=self.logprob_threshold,
+            compression_ratio_threshold=self.compression_ratio_threshold,
             **overrides,
         )
+
+    def is_reliable(self, segment: Segment) -> bool:
+        """Whisper's fallback checks: a repetition loop or an unsure decode is not a hypothesis."""
+        ratio_limit = self.compression_ratio_threshold
+        repetitive = ratio_limit is not None and segment.compression_ratio > ratio_limit
+        unsure = self.logprob_threshold is not None and segment.avg_logprob < self.logprob_threshold
+        return not (repetitive or unsure)
 
 
 @dataclass(frozen=True)
@@ -107,6 +122,7 @@ class StreamStats:
     silent_samples: int  # cut from the buffer as silence, without decoding
     buffered_samples: int  # still in the buffer (0 after finish)
     updates: int  # times the buffer was transcribed
+    rejected: int  # updates whose hypothesis failed Whisper's checks and was not used
 
 
 class TranscriptionStream:
@@ -137,6 +153,7 @@ class TranscriptionStream:
         self._transcribed = 0
         self._silent = 0
         self._updates = 0
+        self._rejected = 0
 
     # ----------------------------------------------------------------------- public API
 
@@ -174,6 +191,7 @@ class TranscriptionStream:
                 silent_samples=self._silent,
                 buffered_samples=len(self._buffer),
                 updates=self._updates,
+                rejected=self._rejected,
             )
 
     # ----------------------------------------------------------------------- internals
@@ -223,9 +241,14 @@ class TranscriptionStream:
             keep = 0 if final else min(len(self._buffer), round(SPEECH_PAD_S * SAMPLE_RATE))
             self._cut(len(self._buffer) - keep, len(self._agreement.in_buffer), silent=True)
         else:
-            self._hypothesis = self._transcribe()
+            hypothesis = self._transcribe(final)
             self._updates += 1
-            confirmed = self._agreement.update(self._hypothesis, self._now() - self.options.lookahead_s)
+            confirmed = []
+            if hypothesis is None:  # failed Whisper's checks: keep the previous partial, wait
+                self._rejected += 1
+            else:
+                self._hypothesis = hypothesis
+                confirmed = self._agreement.update(hypothesis, self._now() - self.options.lookahead_s)
             if final:
                 confirmed += self._agreement.confirm_partial()
             if confirmed:
@@ -242,9 +265,11 @@ class TranscriptionStream:
             events.append(StreamEvent(PARTIAL, start, end, partial, self._now(), words))
         return events
 
-    def _transcribe(self) -> list[Word]:
+    def _transcribe(self, final: bool) -> list[Word] | None:
+        """The buffer's words, or None when an update's decode failed Whisper's checks."""
         transcribe_options = self.options.transcribe_options(
             self._language,
+            final,
             initial_prompt=self._prompt or None,
             silence_threshold_db=None,  # the stream gates the whole buffer itself
             max_new_tokens=TOKENS_BASE + math.ceil(TOKENS_PER_S * len(self._buffer) / SAMPLE_RATE),
@@ -254,6 +279,8 @@ class TranscriptionStream:
         limit = self._now()
         words: list[Word] = []
         for index, segment in enumerate(segments):
+            if not final and not self.options.is_reliable(segment):
+                return None
             start, end = min(offset + segment.start, limit), min(offset + segment.end, limit)
             words += split_words(segment.text, start, end, index)
         if self._language is None and words:

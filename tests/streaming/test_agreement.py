@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from amanuensis.streaming.agreement import LocalAgreement, Word, skip_confirmed, split_words
+from amanuensis.streaming.agreement import REWORDING_SLACK, LocalAgreement, Word, skip_confirmed, split_words
 
 
 def words(text: str, start: float = 0.0, end: float | None = None) -> list[Word]:
@@ -47,6 +47,31 @@ def test_words_dropped_from_a_hypothesis_are_not_confirmed_twice() -> None:
     agreement.update(words(" a b c d e"))
     confirmed = agreement.update(words(" a b c d e f"))
     assert [w.text for w in confirmed] == [" e"]
+
+
+def test_a_repetition_loop_cannot_pass_for_confirmed_words() -> None:
+    """Seen on validation audio: tiny.en looped a phrase; matching the confirmed words deep in
+    the loop marked the loop as confirmed audio, and the words after it were never confirmed."""
+    said = " that he makes any court to me and I know no young woman"
+    agreement = LocalAgreement()
+    agreement.update(words(said))
+    agreement.update(words(said))
+    loop = words(" and I know that he is a human." * 6)
+    assert skip_confirmed(agreement.in_buffer, loop) <= len(agreement.in_buffer) + REWORDING_SLACK
+    agreement.update(loop)
+    agreement.update(words(said + " in the country"))
+    confirmed = agreement.update(words(said + " in the country that he does"))
+    assert [w.text for w in confirmed] == [" in", " the", " country"]
+
+
+def test_a_reworded_prefix_is_skipped_by_its_letters_not_by_a_common_word() -> None:
+    """Seen on validation audio: aligning word by word matched the confirmed "the" to the "the"
+    of "thee the truth", so the new words before it were taken for confirmed ones and lost."""
+    confirmed = words(" by Allah reply the fireman")
+    hypothesis = words(" By Allah replied, firemen, I tell thee the truth.")
+    assert skip_confirmed(confirmed, hypothesis) == 4
+    assert skip_confirmed(words(" But she said, whom so ever"), words(" But she said, Whomsoever thou ceased")) == 4
+    assert skip_confirmed(words(" But she said, Whomsoever"), words(" But she said, whom so ever thou ceased")) == 6
 
 
 def test_alignment_falls_back_to_time_when_no_word_matches() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from amanuensis.streaming import (
 )
 from amanuensis.streaming.evaluation import offline_words
 from amanuensis.streaming.stream import PROMPT_CHARS
+from amanuensis.transcribe import Segment
 
 from ..conftest import SAMPLE, SAMPLE_REFERENCE, silence
 
@@ -82,6 +84,25 @@ def test_confirmed_words_were_partial_first_and_times_move_forward(tiny_int8: Wh
             assert [w.key for w in event.words] == shown[: len(event.words)]
     starts = [e.start for e in confirmed]
     assert starts == sorted(starts) and all(e.start <= e.end <= len(speech) / RATE + 0.05 for e in confirmed)
+
+
+def test_hypotheses_that_fail_whispers_checks_confirm_nothing(tiny_int8: WhisperModel, speech: np.ndarray) -> None:
+    """A looping or unsure decode is not evidence: with a log-probability floor no decode can
+    reach, every update is rejected, and only the final decode (confirmed as it is) gives text."""
+    options = StreamOptions(logprob_threshold=0.0, finish_temperatures=(0.0,))
+    stream = TranscriptionStream(tiny_int8, options)
+    before_finish = []
+    for chunk in random_chunks(speech, 7):
+        before_finish += stream.feed(chunk)
+    assert not [e for e in before_finish if e.kind == CONFIRMED]
+    assert stream.stats.rejected == stream.stats.updates > 0
+    final = stream.finish()
+    assert word_error_rate([SAMPLE_REFERENCE], [confirmed_text(final)]) == 0.0
+    default = StreamOptions()
+    fluent = Segment(0, 0, 0.0, 1.0, " a", [], 0.0, avg_logprob=-0.3, compression_ratio=1.2, no_speech_prob=0.1)
+    assert default.is_reliable(fluent)
+    assert not default.is_reliable(replace(fluent, compression_ratio=3.0))
+    assert not default.is_reliable(replace(fluent, avg_logprob=-1.5))
 
 
 def test_timestamps_are_absolute_after_leading_silence(tiny_int8: WhisperModel, speech: np.ndarray) -> None:
