@@ -5,8 +5,9 @@ transcribed again; LocalAgreement-2 confirms the words two consecutive hypothese
 hypothesis that fails Whisper's own checks (a repetition loop, a low average log-probability)
 takes no part: confirming from it would make its errors permanent. The buffer is cut at the end
 of a confirmed segment once it is longer than ``trim_after_s``, and the text cut away becomes
-the prompt, so memory and the cost of an update stay bounded however long the stream runs. Updates happen at fixed points of the audio, so the text does not depend
-on how the audio was chunked; a caller slower than real time falls behind rather than skipping.
+the prompt, so memory and the cost of an update stay bounded however long the stream runs.
+Updates happen at fixed points of the audio, so the text does not depend on how the audio was
+chunked; a caller slower than real time falls behind rather than skipping.
 """
 
 from __future__ import annotations
