@@ -1,6 +1,6 @@
 """Streaming over the validation set: confirmation delay per word, real-time factor, WER.
 
-    python tools/stream_latency.py [--limit N] [--update-interval 1.0] [--json out.json]
+    python tools/stream_latency.py [--limit N] [--update-interval 1.0] [--continuous] [--json out.json]
 
 Each clip is streamed with the default StreamOptions and compared with the offline
 transcription of the same clip decoded as the stream's final decode is (greedy, with Whisper's
@@ -8,6 +8,8 @@ temperature fallback), and with a greedy decode without fallback (the reference 
 2026-11-24). The delay of a word is when a
 real-time loop on this machine would show it confirmed, minus when it ends in the audio (word
 ends are estimated from offline segment timestamps; see amanuensis/streaming/evaluation.py).
+With --continuous the clips are joined, 0.5 s apart, into one stream, as a talk would arrive:
+the buffer is then cut and prompted, which single clips rarely need.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from common import ROOT, VALIDATION_MANIFEST, model_parser
 from tqdm import tqdm
 
-from amanuensis.audio import load_audio
+from amanuensis.audio import SAMPLE_RATE, load_audio
 from amanuensis.engine import WhisperModel
 from amanuensis.evaluation import read_manifest, word_error_rate
 from amanuensis.models import WhisperCheckpoint
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--precision", default="int8", choices=["int8", "fp32"])
     parser.add_argument("--update-interval", type=float, default=StreamOptions().update_interval_s)
     parser.add_argument("--limit", type=int, default=None, help="first N clips only")
+    parser.add_argument("--continuous", action="store_true", help="one stream of all clips, 0.5 s apart")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
     model = WhisperModel(
@@ -47,8 +50,12 @@ def main() -> None:
     no_fallback = replace(options, finish_temperatures=(0.0,))
     compute = duration = 0.0
     missed = 0
-    for entry in tqdm(entries, desc="streaming", unit="clip"):
-        samples = load_audio(entry.audio).samples
+    recordings = [(load_audio(e.audio).samples, e.reference) for e in entries]
+    if args.continuous:
+        gap = np.zeros(SAMPLE_RATE // 2, np.float32)
+        joined = np.concatenate([piece for samples, _ in recordings for piece in (samples, gap)])
+        recordings = [(joined, " ".join(reference for _, reference in recordings))]
+    for samples, reference in tqdm(recordings, desc="streaming", unit="recording"):
         reference_words = offline_words(model, samples, options)
         run = run_stream(model, samples, options)
         clip_delays = word_delays(run, reference_words)
@@ -57,7 +64,7 @@ def main() -> None:
         streamed.append(run.text)
         offline.append("".join(w.text for w in reference_words))
         offline_no_fallback.append("".join(w.text for w in offline_words(model, samples, no_fallback)))
-        references.append(entry.reference)
+        references.append(reference)
         compute += sum(run.compute)
         duration += run.duration
     figures = {
@@ -65,6 +72,7 @@ def main() -> None:
         "precision": args.precision,
         "update_interval_s": args.update_interval,
         "clips": len(entries),
+        "continuous": args.continuous,
         "audio_s": round(duration, 1),
         "words_timed": len(delays),
         "offline_words_not_confirmed": missed,
