@@ -84,6 +84,14 @@ class TranscriptionInfo:
 ProgressCallback = Callable[[int, int], None]  # (frames done, frames total)
 
 
+def fails_checks(result: DecodingResult | Segment, options: TranscribeOptions) -> bool:
+    """Whisper's fallback rule: a repetition loop or an unsure decode is retried hotter."""
+    ratio_limit = options.compression_ratio_threshold
+    too_repetitive = ratio_limit is not None and result.compression_ratio > ratio_limit
+    too_unsure = options.logprob_threshold is not None and result.avg_logprob < options.logprob_threshold
+    return too_repetitive or too_unsure
+
+
 def _decode_with_fallback(
     runtime: ModelRuntime, tokenizer: Tokenizer, cross, base: DecodingOptions,
     options: TranscribeOptions, language: str,
@@ -96,17 +104,13 @@ def _decode_with_fallback(
             beam = options.beam_size if options.beam_size and options.beam_size > 1 else None
             attempt = replace(base, temperature=0.0, best_of=None, beam_size=beam, patience=options.patience)
         result = decode_window(runtime, tokenizer, cross, attempt, language)
-        too_repetitive = (
-            options.compression_ratio_threshold is not None
-            and result.compression_ratio > options.compression_ratio_threshold
-        )
         too_unsure = options.logprob_threshold is not None and result.avg_logprob < options.logprob_threshold
         is_silence = (
             options.no_speech_threshold is not None
             and result.no_speech_prob > options.no_speech_threshold
             and too_unsure
         )
-        if is_silence or not (too_repetitive or too_unsure):
+        if is_silence or not fails_checks(result, options):
             break
     assert result is not None, "temperatures must not be empty"
     return result

@@ -25,7 +25,7 @@ from amanuensis.audio import SAMPLE_RATE, peak_frame_dbfs
 from amanuensis.streaming.agreement import LocalAgreement, Word, split_words
 from amanuensis.streaming.input import AudioFormat, InputConverter
 from amanuensis.streaming.vad import DEFAULT_THRESHOLD, WINDOW, SileroVad
-from amanuensis.transcribe import DEFAULT_TEMPERATURES, Segment, TranscribeOptions, check_language, transcribe
+from amanuensis.transcribe import DEFAULT_TEMPERATURES, TranscribeOptions, check_language, fails_checks, transcribe
 
 if TYPE_CHECKING:
     from amanuensis.engine import WhisperModel
@@ -94,13 +94,6 @@ class StreamOptions:
             compression_ratio_threshold=self.compression_ratio_threshold,
             **overrides,
         )
-
-    def is_reliable(self, segment: Segment) -> bool:
-        """Whisper's fallback checks: a repetition loop or an unsure decode is not a hypothesis."""
-        ratio_limit = self.compression_ratio_threshold
-        repetitive = ratio_limit is not None and segment.compression_ratio > ratio_limit
-        unsure = self.logprob_threshold is not None and segment.avg_logprob < self.logprob_threshold
-        return not (repetitive or unsure)
 
 
 @dataclass(frozen=True)
@@ -280,8 +273,8 @@ class TranscriptionStream:
         limit = self._now()
         words: list[Word] = []
         for index, segment in enumerate(segments):
-            if not final and not self.options.is_reliable(segment):
-                return None
+            if not final and fails_checks(segment, transcribe_options):
+                return None  # a repetition loop or an unsure decode is not a hypothesis
             start, end = min(offset + segment.start, limit), min(offset + segment.end, limit)
             words += split_words(segment.text, start, end, index)
         if self._language is None and words:

@@ -25,7 +25,7 @@ from amanuensis.streaming import (
 )
 from amanuensis.streaming.evaluation import offline_words
 from amanuensis.streaming.stream import PROMPT_CHARS
-from amanuensis.transcribe import Segment
+from amanuensis.transcribe import Segment, fails_checks
 
 from ..conftest import SAMPLE, SAMPLE_REFERENCE, silence
 
@@ -98,11 +98,11 @@ def test_hypotheses_that_fail_whispers_checks_confirm_nothing(tiny_int8: Whisper
     assert stream.stats.rejected == stream.stats.updates > 0
     final = stream.finish()
     assert word_error_rate([SAMPLE_REFERENCE], [confirmed_text(final)]) == 0.0
-    default = StreamOptions()
+    default = StreamOptions().transcribe_options(None, final=False)
     fluent = Segment(0, 0, 0.0, 1.0, " a", [], 0.0, avg_logprob=-0.3, compression_ratio=1.2, no_speech_prob=0.1)
-    assert default.is_reliable(fluent)
-    assert not default.is_reliable(replace(fluent, compression_ratio=3.0))
-    assert not default.is_reliable(replace(fluent, avg_logprob=-1.5))
+    assert not fails_checks(fluent, default)
+    assert fails_checks(replace(fluent, compression_ratio=3.0), default)
+    assert fails_checks(replace(fluent, avg_logprob=-1.5), default)
 
 
 def test_timestamps_are_absolute_after_leading_silence(tiny_int8: WhisperModel, speech: np.ndarray) -> None:
