@@ -5,9 +5,9 @@
 Each clip is streamed with the default StreamOptions and compared with the offline
 transcription of the same clip decoded as the stream's final decode is (greedy, with Whisper's
 temperature fallback), and with a greedy decode without fallback (the reference before
-2026-11-24). The delay of a word is when a
-real-time loop on this machine would show it confirmed, minus when it ends in the audio (word
-ends are estimated from offline segment timestamps; see amanuensis/streaming/evaluation.py).
+2026-11-24). The delay of a word is when a real-time loop on this machine would show it
+confirmed, minus when it ends in the audio (word ends are estimated from offline segment
+timestamps; see amanuensis/streaming/evaluation.py).
 With --continuous the clips are joined, 0.5 s apart, into one stream, as a talk would arrive:
 the buffer is then cut and prompted, which single clips rarely need.
 """
