@@ -79,7 +79,7 @@ def _add_stream_parser(commands) -> None:
     from amanuensis.streaming import StreamOptions
     from amanuensis.streaming.sources import DEFAULT_CHUNK_S
 
-    interval = StreamOptions().update_interval_s
+    interval, agreement = StreamOptions().update_interval_s, StreamOptions().agreement
     st = commands.add_parser(
         "stream", help="live transcription of a file played in real time, or of PCM/wav piped to stdin ('-')"
     )
@@ -93,6 +93,13 @@ def _add_stream_parser(commands) -> None:
         type=float,
         default=interval,
         help=f"seconds of new audio between updates (default {interval})",
+    )
+    st.add_argument(
+        "--agreement",
+        type=int,
+        default=agreement,
+        help=f"consecutive updates that must agree on a word before it is confirmed (default {agreement}; "
+        "3: about one update later, closer to an offline transcription)",
     )
     st.add_argument(
         "--realtime-factor",
@@ -416,7 +423,11 @@ def _run_stream(args: argparse.Namespace) -> int:
         raise UsageError("--chunk-ms must be positive and --realtime-factor not negative")
     try:
         options = StreamOptions(
-            language=args.language, task=args.task, beam_size=args.beam_size, update_interval_s=args.update_interval
+            language=args.language,
+            task=args.task,
+            beam_size=args.beam_size,
+            update_interval_s=args.update_interval,
+            agreement=args.agreement,
         )
         raw = AudioFormat(args.sample_rate, args.channels, "int16" if args.input_format == "s16le" else "float32")
     except ValueError as exc:

@@ -1,6 +1,7 @@
 """Streaming over the validation set: confirmation delay per word, real-time factor, WER.
 
-    python tools/stream_latency.py [--limit N] [--update-interval 1.0] [--continuous] [--json out.json]
+    python tools/stream_latency.py [--limit N] [--update-interval 1.0] [--agreement 3] [--trim-after 20]
+                                   [--continuous] [--json out.json]
 
 Each clip is streamed with the default StreamOptions and compared with the offline
 transcription of the same clip decoded as the stream's final decode is (greedy, with Whisper's
@@ -36,6 +37,13 @@ def main() -> None:
     parser = model_parser(__doc__)
     parser.add_argument("--precision", default="int8", choices=["int8", "fp32"])
     parser.add_argument("--update-interval", type=float, default=StreamOptions().update_interval_s)
+    parser.add_argument(
+        "--agreement", type=int, default=StreamOptions().agreement, help="hypotheses that must agree on a word"
+    )
+    parser.add_argument("--lookahead", type=float, default=StreamOptions().lookahead_s, help="seconds after a word")
+    parser.add_argument(
+        "--trim-after", type=float, default=StreamOptions().trim_after_s, help="seconds of buffer before a cut"
+    )
     parser.add_argument("--limit", type=int, default=None, help="first N clips only")
     parser.add_argument("--continuous", action="store_true", help="one stream of all clips, 0.5 s apart")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
@@ -43,7 +51,12 @@ def main() -> None:
     model = WhisperModel(
         WhisperCheckpoint.load(args.model), RuntimeOptions(precision=args.precision, threads=args.threads)
     )
-    options = StreamOptions(update_interval_s=args.update_interval)
+    options = StreamOptions(
+        update_interval_s=args.update_interval,
+        agreement=args.agreement,
+        lookahead_s=args.lookahead,
+        trim_after_s=args.trim_after,
+    )
     entries = read_manifest(VALIDATION_MANIFEST)[: args.limit]
     delays: list[float] = []
     streamed, offline, offline_no_fallback, references = [], [], [], []
@@ -71,6 +84,9 @@ def main() -> None:
         "model": args.model,
         "precision": args.precision,
         "update_interval_s": args.update_interval,
+        "agreement": args.agreement,
+        "lookahead_s": args.lookahead,
+        "trim_after_s": args.trim_after,
         "clips": len(entries),
         "continuous": args.continuous,
         "audio_s": round(duration, 1),

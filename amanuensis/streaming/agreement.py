@@ -1,8 +1,9 @@
-"""LocalAgreement-2: a word is confirmed once two consecutive hypotheses agree on it.
+"""LocalAgreement-n: a word is confirmed once n consecutive hypotheses agree on it.
 
-The policy of Macháček et al. (whisper_streaming): the audio buffer is re-transcribed at every
-update; the longest common prefix of the newest hypothesis and the previous one (past what is
-already confirmed) becomes confirmed and never changes again; the rest is partial.
+The policy of Macháček et al. (whisper_streaming), n = 2 by default: the audio buffer is
+re-transcribed at every update; the longest common prefix of the newest hypothesis and the
+n − 1 before it (past what is already confirmed) becomes confirmed and never changes again; the
+rest is partial.
 
 Words are matched by text, not by time: Whisper gives timestamps per segment only, so a word's
 time here is an estimate (its segment's span shared out by characters) that moves as a segment
@@ -12,6 +13,7 @@ grows, while its text is stable once the model has heard it.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -82,9 +84,13 @@ def skip_confirmed(confirmed: Sequence[Word], hypothesis: Sequence[Word]) -> int
 class LocalAgreement:
     """Confirmed and partial words of the audio currently in the buffer."""
 
-    def __init__(self) -> None:
+    def __init__(self, hypotheses: int = 2) -> None:
+        if hypotheses < 2:
+            raise ValueError(f"agreement needs at least 2 hypotheses, got {hypotheses}")
         self.in_buffer: list[Word] = []  # confirmed words whose audio is still in the buffer
         self.partial: list[Word] = []  # the latest hypothesis past the confirmed words
+        # The partial tails of the hypotheses before the latest one, oldest first.
+        self._earlier: deque[list[Word]] = deque(maxlen=hypotheses - 2)
 
     def update(self, hypothesis: list[Word], settled_before: float = float("inf")) -> list[Word]:
         """Take a new hypothesis of the whole buffer; returns the words it newly confirms.
@@ -95,20 +101,32 @@ class LocalAgreement:
         start = skip_confirmed(self.in_buffer, hypothesis)
         fresh = hypothesis[start:]
         agreed = 0
-        for new, old in zip(fresh, self.partial, strict=False):  # up to the shorter one
-            if new.key != old.key or new.end > settled_before:
+        tails = [*self._earlier, self.partial]
+        for position, new in enumerate(fresh):
+            if new.end > settled_before or any(
+                position >= len(tail) or tail[position].key != new.key for tail in tails
+            ):
                 break
             agreed += 1
         # Keep the newest wording and times of confirmed audio, unless this hypothesis lost words
         # of it: then the count of confirmed words must not shrink, or they would be confirmed twice.
         repeated = hypothesis[:start] if start >= len(self.in_buffer) else self.in_buffer
         self.in_buffer = [*repeated, *fresh[:agreed]]
+        if self._earlier.maxlen:
+            self._earlier.append(self.partial)  # drops the oldest
+        self._earlier = deque((tail[agreed:] for tail in self._earlier), maxlen=self._earlier.maxlen)
         self.partial = fresh[agreed:]
         return fresh[:agreed]
 
+    def forget_partial(self) -> None:
+        """The audio of the unconfirmed words is gone (dropped as silence)."""
+        self.partial = []
+        self._earlier.clear()
+
     def confirm_partial(self) -> list[Word]:
         """End of stream (or a forced cut): the latest hypothesis is all there is; confirm it."""
-        words, self.partial = self.partial, []
+        words = self.partial
+        self.forget_partial()
         self.in_buffer.extend(words)
         return words
 

@@ -1,13 +1,14 @@
 """A transcription stream: feed audio as it arrives, get partial and confirmed text back.
 
 Every ``update_interval_s`` of new audio the buffer (everything since the last cut) is
-transcribed again; LocalAgreement-2 confirms the words two consecutive hypotheses share. A
-hypothesis that fails Whisper's own checks (a repetition loop, a low average log-probability)
-takes no part: confirming from it would make its errors permanent. The buffer is cut at the end
-of a confirmed segment once it is longer than ``trim_after_s``, and the text cut away becomes
-the prompt, so memory and the cost of an update stay bounded however long the stream runs.
-Updates happen at fixed points of the audio, so the text does not depend on how the audio was
-chunked; a caller slower than real time falls behind rather than skipping.
+transcribed again; LocalAgreement-2 confirms the words two consecutive hypotheses share (three
+with ``agreement=3``: later, closer to an offline reading). A hypothesis that fails Whisper's
+own checks (a repetition loop, a low average log-probability) takes no part: confirming from
+it would make its errors permanent. The buffer is cut at the end of a confirmed segment once it
+is longer than ``trim_after_s``, and the text cut away becomes the prompt, so memory and the
+cost of an update stay bounded however long the stream runs. Updates happen at fixed points of
+the audio, so the text does not depend on how the audio was chunked; a caller slower than real
+time falls behind rather than skipping.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class StreamOptions:
     trim_after_s: float = 15.0  # a longer buffer is cut at the end of its last confirmed segment
     max_buffer_s: float = 25.0  # hard limit (< 30 s window): cut at the last confirmed word
     lookahead_s: float = 0.5  # audio that must follow a word (by its estimated end) before it is confirmed
+    agreement: int = 2  # consecutive hypotheses that must agree on a word (LocalAgreement-n)
     beam_size: int | None = None  # None/1 = greedy, so an update fits in the interval on a CPU
     # Fallback ladder of an update. A hypothesis that fails Whisper's checks at its last
     # temperature (too repetitive, too unsure) is not used: the next update tries again.
@@ -76,6 +78,8 @@ class StreamOptions:
             raise ValueError(f"vad must be 'silero' or None, got {self.vad!r}")
         if self.update_interval_s <= 0:
             raise ValueError("update_interval_s must be positive")
+        if self.agreement < 2:
+            raise ValueError(f"agreement needs at least 2 hypotheses, got {self.agreement}")
         if not 0 < self.trim_after_s <= self.max_buffer_s < WINDOW_S - self.update_interval_s:
             raise ValueError(
                 f"need 0 < trim_after_s ≤ max_buffer_s < {WINDOW_S:.0f} s − update_interval_s "
@@ -137,7 +141,7 @@ class TranscriptionStream:
         self._buffer = np.zeros(0, np.float32)
         self._buffer_start = 0  # stream sample index of buffer[0]
         self._since_update = 0  # samples fed since the last update
-        self._agreement = LocalAgreement()
+        self._agreement = LocalAgreement(self.options.agreement)
         self._hypothesis: list[Word] = []  # the latest transcription of the buffer
         self._prompt = ""  # tail of the confirmed text already cut from the buffer
         self._language = self.options.language
@@ -230,7 +234,7 @@ class TranscriptionStream:
         self._since_update = 0
         events: list[StreamEvent] = []
         if self._is_quiet():  # nothing to hear: drop it, unconfirmed words included
-            self._agreement.partial = []
+            self._agreement.forget_partial()
             self._hypothesis = []
             keep = 0 if final else min(len(self._buffer), round(SPEECH_PAD_S * SAMPLE_RATE))
             self._cut(len(self._buffer) - keep, len(self._agreement.in_buffer), silent=True)

@@ -1,4 +1,4 @@
-"""LocalAgreement-2 on hand-written hypotheses: what is confirmed, when, and only once."""
+"""LocalAgreement-n on hand-written hypotheses: what is confirmed, when, and only once."""
 
 from __future__ import annotations
 
@@ -30,6 +30,21 @@ def test_a_word_is_confirmed_when_two_hypotheses_agree_on_it() -> None:
     assert [w.text for w in agreement.update(words(" if the reader will."))] == [" reader"]
     assert [w.text for w in agreement.update(words(" If the reader will excuse"))] == [" will"]
     assert [w.text for w in agreement.confirm_partial()] == [" excuse"]
+
+
+def test_three_hypotheses_must_agree_when_asked_to() -> None:
+    agreement = LocalAgreement(hypotheses=3)
+    agreement.update(words(" the reader"))
+    assert agreement.update(words(" the reader will")) == []  # two agree: not enough
+    # The third hypothesis agrees with both earlier ones on " the" only.
+    assert [w.text for w in agreement.update(words(" the leader will excuse"))] == [" the"]
+    assert [w.text for w in agreement.update(words(" the leader will excuse me"))] == []
+    assert [w.text for w in agreement.update(words(" the leader will excuse me."))] == [" leader", " will", " excuse"]
+    assert [w.text for w in agreement.partial] == [" me."]
+    agreement.forget_partial()  # e.g. the audio was dropped as silence: the count starts again
+    assert agreement.update(words(" the leader will excuse me now")) == []
+    assert agreement.update(words(" the leader will excuse me now")) == []
+    assert [w.text for w in agreement.update(words(" the leader will excuse me now"))] == [" me", " now"]
 
 
 def test_disagreement_confirms_nothing_past_the_first_difference() -> None:

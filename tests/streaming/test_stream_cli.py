@@ -73,6 +73,8 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path: Path) -> None:
     bad_wav = run_with_stdin(b"RIFF" + bytes(4) + b"WAVEfmt ")
     assert bad_wav.returncode == 1 and b"wav header ends early" in bad_wav.stderr
     assert run("stream", SAMPLE, "--update-interval", "0").returncode == 2
+    one_vote = run("stream", SAMPLE, "--agreement", "1")
+    assert one_vote.returncode == 2 and "at least 2 hypotheses" in one_vote.stderr
 
 
 def test_silence_says_nothing_was_heard(tmp_path: Path) -> None:
