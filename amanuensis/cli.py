@@ -202,9 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     qu.add_argument("--model", default=DEFAULT_MODEL, help=f"{' | '.join(PACKAGED_MODELS)} | a CTranslate2 directory")
     qu.add_argument(
         "--method",
-        choices=["minmax", "entropy", "percentile"],
-        default="minmax",
-        help="how activation ranges are calibrated (default minmax)",
+        choices=["minmax", "entropy", "percentile", "minmse"],
+        default=None,
+        help="how activation ranges are calibrated (default: the target's, minmax but for vitisai's minmse: "
+        "the range with the least quantization error)",
     )
     qu.add_argument("--per-channel", action="store_true", help="one weight scale per output channel")
     qu.add_argument(
@@ -510,7 +511,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
     from amanuensis.quantize.targets import get_target
 
     recipe = QuantRecipe(
-        method=args.method,
+        method=args.method or get_target(args.target).default_method,
         per_channel=args.per_channel,
         activation_bits=args.activation_bits or get_target(args.target).default_activation_bits,
         activation_symmetric=args.symmetric_activations,

@@ -21,6 +21,7 @@ from amanuensis.audio import AUDIO_SUFFIXES, load_audio
 from amanuensis.engine import WhisperModel
 from amanuensis.export.io_names import cross_kv_names, self_kv_names
 from amanuensis.models import ModelDims
+from amanuensis.quantize.mse import min_mse_ranges
 from amanuensis.quantize.qdq import CALIBRATION_METHODS
 from amanuensis.quantize.recipe import QuantRecipe, Ranges
 from amanuensis.quantize.targets import get_target, prepare_float_model
@@ -32,7 +33,7 @@ CALIBRATION_DECODING = TranscribeOptions(beam_size=1, best_of=1)
 # Calibration runs per collect_data call, which bounds the calibrator's memory. MinMax keeps two
 # scalars per tensor per run; the histogram methods keep every full tensor of the chunk until it is
 # binned (the encoder's attention maps are 54 MB each), so they take few runs at a time.
-CHUNK_RUNS = {"minmax": 32, "entropy": 2, "percentile": 2}
+CHUNK_RUNS = {"minmax": 32, "entropy": 2, "percentile": 2, "minmse": 2}
 
 
 class CalibrationDataError(ValueError):
@@ -191,6 +192,10 @@ def compute_ranges(
             calibrator.collect_data(FeedReader(chunk))
             if on_chunk:
                 on_chunk(len(chunk))
+        if recipe.method == "minmse":
+            histograms = calibrator.collector.histogram_dict
+            del calibrator
+            return min_mse_ranges(histograms, recipe)
         data = calibrator.compute_data()
         del calibrator
     return {

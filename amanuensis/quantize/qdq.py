@@ -27,6 +27,7 @@ CALIBRATION_METHODS = {
     "minmax": CalibrationMethod.MinMax,
     "entropy": CalibrationMethod.Entropy,
     "percentile": CalibrationMethod.Percentile,
+    "minmse": CalibrationMethod.Entropy,  # only its histogram collection is used (quantize.mse)
 }
 
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from onnxruntime.quantization import QuantType
 
 TABLE_FORMAT = 1  # bump when the table layout changes
-METHODS = ("minmax", "entropy", "percentile")  # onnxruntime calibrators (qdq.CALIBRATION_METHODS)
+METHODS = ("minmax", "entropy", "percentile", "minmse")  # qdq.CALIBRATION_METHODS; minmse: see quantize.mse
 COMPUTE_OP_TYPES = ("MatMul", "Conv", "Gemm")
 
 
@@ -27,7 +27,7 @@ COMPUTE_OP_TYPES = ("MatMul", "Conv", "Gemm")
 class QuantRecipe:
     """How ranges are calibrated and tensors quantized. Defaults: per-tensor, as the design says."""
 
-    method: str = "minmax"  # calibration: "minmax" | "entropy" | "percentile"
+    method: str = "minmax"  # calibration: "minmax" | "entropy" | "percentile" | "minmse"
     per_channel: bool = False  # weights per output channel instead of one scale per tensor
     activation_bits: int = 8  # 8 or 16 (16-bit activations: the QNN-style accuracy fallback)
     activation_symmetric: bool = False  # zero point fixed at the middle (signed activations)
@@ -57,6 +57,8 @@ class QuantRecipe:
             return {}
         if self.method == "percentile":
             return {"percentile": self.percentile, "num_bins": 2048}
+        if self.method == "minmse":  # the entropy calibrator's histograms, read by quantize.mse
+            return {"num_bins": 2048, "num_quantized_bins": 128}
         return {"num_bins": 512, "num_quantized_bins": 128}
 
     def describe(self) -> str:

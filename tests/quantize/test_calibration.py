@@ -23,9 +23,9 @@ from ..conftest import CALIBRATION_DIR, ROOT, VALIDATION_MANIFEST
 MIN_SPEECH_RMS_DBFS = -45.0  # read speech sits around −20 to −30 dBFS; noise floors and silence far below
 
 
-@pytest.fixture(scope="module")
-def shipped_table() -> RangeTable:
-    return RangeTable.load(committed_table_path("tiny.en"))
+@pytest.fixture(scope="module", params=["cpu", "qnn", "vitisai"])
+def shipped_table(request: pytest.FixtureRequest) -> RangeTable:
+    return RangeTable.load(committed_table_path("tiny.en", request.param))
 
 
 def test_shipped_ranges_come_from_the_calibration_folder(shipped_table: RangeTable) -> None:
