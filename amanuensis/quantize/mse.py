@@ -60,6 +60,6 @@ def best_range(histogram: Histogram, recipe: QuantRecipe) -> tuple[float, float]
     return min(candidates, key=lambda c: quantization_error(histogram, c[0], c[1], recipe))
 
 
-def min_mse_ranges(histograms: dict[str, Histogram], recipe: QuantRecipe) -> Ranges:
-    """Tensor → range, from onnxruntime's histogram collector (counts, edges, min, max, …)."""
+def min_mse_ranges(histograms: dict[str, tuple], recipe: QuantRecipe) -> Ranges:
+    """Tensor → range, from onnxruntime's histogram collector: (counts, edges, min, max, threshold)."""
     return {name: best_range((h[0], h[1], h[2], h[3]), recipe) for name, h in histograms.items()}
