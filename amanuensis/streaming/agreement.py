@@ -84,9 +84,7 @@ def skip_confirmed(confirmed: Sequence[Word], hypothesis: Sequence[Word]) -> int
 class LocalAgreement:
     """Confirmed and partial words of the audio currently in the buffer."""
 
-    def __init__(self, hypotheses: int = 2) -> None:
-        if hypotheses < 2:
-            raise ValueError(f"agreement needs at least 2 hypotheses, got {hypotheses}")
+    def __init__(self, hypotheses: int = 2) -> None:  # StreamOptions checks hypotheses ≥ 2
         self.in_buffer: list[Word] = []  # confirmed words whose audio is still in the buffer
         self.partial: list[Word] = []  # the latest hypothesis past the confirmed words
         # The partial tails of the hypotheses before the latest one, oldest first.
@@ -112,8 +110,7 @@ class LocalAgreement:
         # of it: then the count of confirmed words must not shrink, or they would be confirmed twice.
         repeated = hypothesis[:start] if start >= len(self.in_buffer) else self.in_buffer
         self.in_buffer = [*repeated, *fresh[:agreed]]
-        if self._earlier.maxlen:
-            self._earlier.append(self.partial)  # drops the oldest
+        self._earlier.append(self.partial)  # drops the oldest (keeps nothing for LocalAgreement-2)
         self._earlier = deque((tail[agreed:] for tail in self._earlier), maxlen=self._earlier.maxlen)
         self.partial = fresh[agreed:]
         return fresh[:agreed]
