@@ -204,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         choices=["minmax", "entropy", "percentile", "minmse"],
         default=None,
-        help="how activation ranges are calibrated (default: the target's, minmax but for vitisai's minmse: "
-        "the range with the least quantization error)",
+        help="how activation ranges are calibrated (default minmax; for --target vitisai, minmse: the range "
+        "with the least quantization error)",
     )
     qu.add_argument("--per-channel", action="store_true", help="one weight scale per output channel")
     qu.add_argument(
