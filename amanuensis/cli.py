@@ -79,7 +79,8 @@ def _add_stream_parser(commands) -> None:
     from amanuensis.streaming import StreamOptions
     from amanuensis.streaming.sources import DEFAULT_CHUNK_S
 
-    interval, agreement = StreamOptions().update_interval_s, StreamOptions().agreement
+    defaults = StreamOptions()
+    interval, agreement = defaults.update_interval_s, defaults.agreement
     st = commands.add_parser(
         "stream", help="live transcription of a file played in real time, or of PCM/wav piped to stdin ('-')"
     )

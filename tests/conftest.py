@@ -21,6 +21,11 @@ SAMPLE_REFERENCE = (
 )
 
 
+def sqnr_db(reference: np.ndarray, got: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio of ``got`` against ``reference``, in dB."""
+    return float(20 * np.log10(np.linalg.norm(reference) / np.linalg.norm(reference - got)))
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="also run the whole-validation-set evaluations")
 

@@ -35,14 +35,15 @@ from amanuensis.streaming.evaluation import offline_words, run_stream, word_dela
 
 def main() -> None:
     parser = model_parser(__doc__)
+    defaults = StreamOptions()
     parser.add_argument("--precision", default="int8", choices=["int8", "fp32"])
-    parser.add_argument("--update-interval", type=float, default=StreamOptions().update_interval_s)
+    parser.add_argument("--update-interval", type=float, default=defaults.update_interval_s)
     parser.add_argument(
-        "--agreement", type=int, default=StreamOptions().agreement, help="hypotheses that must agree on a word"
+        "--agreement", type=int, default=defaults.agreement, help="hypotheses that must agree on a word"
     )
-    parser.add_argument("--lookahead", type=float, default=StreamOptions().lookahead_s, help="seconds after a word")
+    parser.add_argument("--lookahead", type=float, default=defaults.lookahead_s, help="seconds after a word")
     parser.add_argument(
-        "--trim-after", type=float, default=StreamOptions().trim_after_s, help="seconds of buffer before a cut"
+        "--trim-after", type=float, default=defaults.trim_after_s, help="seconds of buffer before a cut"
     )
     parser.add_argument("--limit", type=int, default=None, help="first N clips only")
     parser.add_argument("--continuous", action="store_true", help="one stream of all clips, 0.5 s apart")

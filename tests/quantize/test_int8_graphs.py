@@ -18,7 +18,7 @@ from amanuensis.quantize.analysis import compute_nodes, int8_node_names
 from amanuensis.quantize.report import MAX_SIZE_RATIO
 from amanuensis.runtime import Encoder, RuntimeOptions
 
-from ..conftest import ROOT, SAMPLE, SAMPLE_REFERENCE
+from ..conftest import ROOT, SAMPLE, SAMPLE_REFERENCE, sqnr_db
 
 REPORT = ROOT / "models/tiny.en/quantization_report.json"
 MIN_ENCODER_SQNR_DB = 12.0  # cross K/V of the INT8 encoder vs FP32 on a validation window
@@ -102,7 +102,7 @@ def test_int8_encoder_tracks_fp32(tiny, validation) -> None:
         RuntimeOptions(threads=2),
     )(window)
     for name, reference in fp32.items():
-        sqnr = 20 * np.log10(np.linalg.norm(reference) / np.linalg.norm(reference - int8[name]))
+        sqnr = sqnr_db(reference, int8[name])
         assert sqnr > MIN_ENCODER_SQNR_DB, f"{name}: {sqnr:.1f} dB"
 
 

@@ -13,14 +13,12 @@ from amanuensis.quantize.qdq import build_qdq
 from amanuensis.quantize.recipe import QuantRecipe
 from amanuensis.runtime import Encoder, RuntimeOptions
 
+from ..conftest import sqnr_db
+
 MIN_VITISAI_SQNR_DB = 12.0  # cross K/V vs FP32 on the sample, shipped vitisai table: 14.1–18.4 dB measured
 # Power-of-two scales chosen by least error (minmse) against min/max scales rounded up, same nodes
 # float: at least this much better for every cross K/V (6.0–7.1 dB measured, 2026-11-24).
 MIN_MINMSE_GAIN_DB = 3.0
-
-
-def _sqnr_db(reference: np.ndarray, got: np.ndarray) -> float:
-    return float(20 * np.log10(np.linalg.norm(reference) / np.linalg.norm(reference - got)))
 
 
 def test_vitisai_flavour_has_power_of_two_scales(tiny: WhisperModel, mel_window: np.ndarray, tmp_path) -> None:
@@ -50,7 +48,7 @@ def test_vitisai_flavour_has_power_of_two_scales(tiny: WhisperModel, mel_window:
     ours = Encoder(path, tiny.checkpoint.dims, RuntimeOptions(threads=2))(mel_window)
     theirs = Encoder(rounded_up, tiny.checkpoint.dims, RuntimeOptions(threads=2))(mel_window)
     for name, reference in fp32.items():
-        sqnr, sqnr_rounded_up = _sqnr_db(reference, ours[name]), _sqnr_db(reference, theirs[name])
+        sqnr, sqnr_rounded_up = sqnr_db(reference, ours[name]), sqnr_db(reference, theirs[name])
         print(f"{name}: {sqnr:.1f} dB (min/max rounded up: {sqnr_rounded_up:.1f} dB)")
         assert sqnr > MIN_VITISAI_SQNR_DB, f"{name}: {sqnr:.1f} dB"
         assert sqnr > sqnr_rounded_up + MIN_MINMSE_GAIN_DB, f"{name}: {sqnr:.1f} vs {sqnr_rounded_up:.1f} dB"
