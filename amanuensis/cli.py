@@ -80,7 +80,7 @@ def _add_stream_parser(commands) -> None:
     from amanuensis.streaming.sources import DEFAULT_CHUNK_S
 
     defaults = StreamOptions()
-    interval, agreement = defaults.update_interval_s, defaults.agreement
+    interval, agreement, unsure = defaults.update_interval_s, defaults.agreement, defaults.unsure_probability
     st = commands.add_parser(
         "stream", help="live transcription of a file played in real time, or of PCM/wav piped to stdin ('-')"
     )
@@ -101,6 +101,13 @@ def _add_stream_parser(commands) -> None:
         default=agreement,
         help=f"consecutive updates that must agree on a word before it is confirmed (default {agreement}; "
         "3: about one update later, closer to an offline transcription)",
+    )
+    st.add_argument(
+        "--unsure-probability",
+        type=float,
+        default=unsure,
+        help=f"a word the model gives less probability than this waits for one more agreeing update "
+        f"(default {unsure}; 0: every word needs only --agreement updates)",
     )
     st.add_argument(
         "--realtime-factor",
@@ -430,6 +437,7 @@ def _run_stream(args: argparse.Namespace) -> int:
             beam_size=args.beam_size,
             update_interval_s=args.update_interval,
             agreement=args.agreement,
+            unsure_probability=args.unsure_probability,
         )
         raw = AudioFormat(args.sample_rate, args.channels, "int16" if args.input_format == "s16le" else "float32")
     except ValueError as exc:

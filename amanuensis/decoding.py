@@ -43,6 +43,7 @@ class DecodingResult:
     text: str  # decoded text of the ordinary tokens
     language: str  # language used (given or detected)
     avg_logprob: float  # sum of token log-probabilities / (tokens + 1)
+    token_logprobs: list[float]  # log-probability of each of ``tokens`` when it was chosen
     no_speech_prob: float  # probability of <|nospeech|> at <|startoftranscript|>
     temperature: float  # temperature this result was sampled at
     compression_ratio: float  # raw / zlib-compressed text bytes: high means repetition
@@ -138,8 +139,9 @@ class TokenChooser:
         """Append one token to each sequence in ``sampled``; True when decoding is complete."""
         raise NotImplementedError
 
-    def finalize(self) -> tuple[list[list[int]], list[float]]:
-        """Candidate sequences (without <|endoftext|>) and their summed log-probabilities."""
+    def finalize(self) -> tuple[list[list[int]], list[float], list[list[float]]]:
+        """Candidate sequences (without <|endoftext|>), their summed log-probabilities (with
+        <|endoftext|>'s) and the log-probability of each of their tokens."""
         raise NotImplementedError
 
 
@@ -155,6 +157,7 @@ class GreedyChooser(TokenChooser):
 
     def reset(self) -> None:
         self.sum_logprobs = np.zeros(self.batch)
+        self.token_logprobs: list[list[float]] = [[] for _ in range(self.batch)]
         self.finished = np.zeros(self.batch, bool)
         self.sequences: list[list[int]] = []
 
@@ -178,12 +181,13 @@ class GreedyChooser(TokenChooser):
                 self.finished[k] = True
             else:
                 sampled[k].append(int(next_tokens[k]))
+                self.token_logprobs[k].append(float(logprobs[k, next_tokens[k]]))
         self.sequences = sampled
         self.next_tokens = next_tokens
         return bool(self.finished.all())
 
-    def finalize(self) -> tuple[list[list[int]], list[float]]:
-        return [list(s) for s in self.sequences], self.sum_logprobs.tolist()
+    def finalize(self) -> tuple[list[list[int]], list[float], list[list[float]]]:
+        return [list(s) for s in self.sequences], self.sum_logprobs.tolist(), self.token_logprobs
 
 
 class BeamSearchChooser(TokenChooser):
@@ -199,8 +203,10 @@ class BeamSearchChooser(TokenChooser):
 
     def reset(self) -> None:
         self.sum_logprobs = np.zeros(self.beam_size)
-        self.finished: dict[tuple[int, ...], float] = {}
+        # sequence → (score, its tokens' log-probabilities)
+        self.finished: dict[tuple[int, ...], tuple[float, list[float]]] = {}
         self.live: list[list[int]] = []
+        self.live_logprobs: list[list[float]] = [[] for _ in range(self.beam_size)]
 
     def update(self, sampled: list[list[int]], logits: np.ndarray, cache: KVCache) -> bool:
         logprobs = log_softmax(logits)
@@ -216,13 +222,16 @@ class BeamSearchChooser(TokenChooser):
         for sequence, (score, source) in sorted(candidates.items(), key=lambda kv: -kv[1][0]):
             if sequence[-1] == self.eot:
                 if len(self.finished) < self.max_candidates:
-                    self.finished.setdefault(sequence[:-1], score)
+                    self.finished.setdefault(sequence[:-1], (score, self.live_logprobs[source]))
             else:
                 kept.append((sequence, score, source))
             if len(kept) == self.beam_size:
                 break
         order = np.array([source for _, _, source in kept])
         cache.reorder(order)
+        self.live_logprobs = [
+            [*self.live_logprobs[source], float(logprobs[source, sequence[-1]])] for sequence, _, source in kept
+        ]
         for k, (sequence, score, _) in enumerate(kept):
             sampled[k][:] = list(sequence)
             self.sum_logprobs[k] = score
@@ -230,14 +239,15 @@ class BeamSearchChooser(TokenChooser):
         self.live = [list(seq) for seq, _, _ in kept]
         return len(self.finished) >= self.max_candidates
 
-    def finalize(self) -> tuple[list[list[int]], list[float]]:
+    def finalize(self) -> tuple[list[list[int]], list[float], list[list[float]]]:
         finished = dict(self.finished)
         # Ran out of length before enough beams ended: count the best live ones too.
         for k in np.argsort(-self.sum_logprobs[: len(self.live)]):
             if len(finished) >= self.beam_size:
                 break
-            finished.setdefault(tuple(self.live[k]), float(self.sum_logprobs[k]))
-        return [list(s) for s in finished], list(finished.values())
+            finished.setdefault(tuple(self.live[k]), (float(self.sum_logprobs[k]), self.live_logprobs[k]))
+        scores = [score for score, _ in finished.values()]
+        return [list(s) for s in finished], scores, [logprobs for _, logprobs in finished.values()]
 
 
 def rank(sequences: list[list[int]], sum_logprobs: list[float], length_penalty: float | None) -> int:
@@ -310,7 +320,7 @@ def _continue(
     cache: KVCache,
     cross: CrossKV,
     sample_len: int,
-) -> tuple[list[list[int]], list[float]]:
+) -> tuple[list[list[int]], list[float], list[list[float]]]:
     """Sample up to ``sample_len`` tokens after the prefilled ``cache`` whose last logits are ``logits``."""
     sampled: list[list[int]] = [[] for _ in range(decoder.batch)]
     for _ in range(sample_len):
@@ -370,12 +380,14 @@ def decode_window(
 
     sequences: list[list[int]] = []
     sum_logprobs: list[float] = []
+    token_logprobs: list[list[float]] = []
     for run in range(runs):
         chooser.reset()
         run_cache = cache if run == runs - 1 else cache.copy()
-        found, scores = _continue(decoder, chooser, filters, logits, run_cache, cross, sample_len)
+        found, scores, per_token = _continue(decoder, chooser, filters, logits, run_cache, cross, sample_len)
         sequences += found
         sum_logprobs += scores
+        token_logprobs += per_token
     best = rank(sequences, sum_logprobs, options.length_penalty)
     tokens = sequences[best]
     text = tokenizer.decode(tokens)
@@ -384,6 +396,7 @@ def decode_window(
         text=text,
         language=language,
         avg_logprob=sum_logprobs[best] / (len(tokens) + 1),
+        token_logprobs=token_logprobs[best],
         no_speech_prob=no_speech_prob,
         temperature=options.temperature,
         compression_ratio=compression_ratio(text),

@@ -67,6 +67,7 @@ class Segment:
     end: float  # seconds
     text: str
     tokens: list[int]  # text and timestamp tokens
+    token_logprobs: list[float]  # log-probability of each of ``tokens`` when it was sampled
     temperature: float  # temperature of the accepted decode
     avg_logprob: float
     compression_ratio: float
@@ -232,14 +233,17 @@ def transcribe(
             pieces, advance = _split_segments(result.tokens, tokenizer.timestamp_begin, time_offset, window_frames)
             window_start = seek
             seek += advance
+            first_token = 0  # pieces are consecutive runs of the window's tokens
             for start, end, piece in pieces:
+                logprobs = result.token_logprobs[first_token : first_token + len(piece)]
+                first_token += len(piece)
                 text = tokenizer.decode(piece)
                 if start == end or not text.strip():
                     continue
                 all_tokens.extend(piece)
                 yield Segment(
                     id=segment_id, seek=window_start, start=round(start, 3), end=round(end, 3),
-                    text=text, tokens=piece, temperature=result.temperature,
+                    text=text, tokens=piece, token_logprobs=logprobs, temperature=result.temperature,
                     avg_logprob=result.avg_logprob, compression_ratio=result.compression_ratio,
                     no_speech_prob=result.no_speech_prob,
                 )  # fmt: skip

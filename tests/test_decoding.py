@@ -91,6 +91,10 @@ def test_strategies_transcribe_real_speech(tiny: WhisperModel, sample_cross, opt
     result = decode_window(tiny.runtime, tiny.tokenizer, sample_cross, options, "en")
     assert word_error_rate([SAMPLE_REFERENCE], [result.text]) < 5.0
     assert -1.0 < result.avg_logprob < 0 and result.no_speech_prob < 0.1
+    # Each token's log-probability is kept; with <|endoftext|>'s they add up to the score.
+    assert len(result.token_logprobs) == len(result.tokens) and max(result.token_logprobs) <= 0
+    end_logprob = result.avg_logprob * (len(result.tokens) + 1) - sum(result.token_logprobs)
+    assert -5 < end_logprob <= 1e-6
     stamps = [t for t in result.tokens if t >= tiny.tokenizer.timestamp_begin]
     assert (len(stamps) == 0) == options.without_timestamps
     assert stamps == sorted(stamps)

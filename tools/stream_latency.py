@@ -1,6 +1,7 @@
 """Streaming over the validation set: confirmation delay per word, real-time factor, WER.
 
     python tools/stream_latency.py [--limit N] [--update-interval 1.0] [--agreement 3] [--trim-after 20]
+                                   [--unsure-probability 0.5]
                                    [--continuous] [--json out.json]
 
 Each clip is streamed with the default StreamOptions and compared with the offline
@@ -41,6 +42,12 @@ def main() -> None:
     parser.add_argument(
         "--agreement", type=int, default=defaults.agreement, help="hypotheses that must agree on a word"
     )
+    parser.add_argument(
+        "--unsure-probability",
+        type=float,
+        default=defaults.unsure_probability,
+        help="a word below this probability needs one more agreeing hypothesis",
+    )
     parser.add_argument("--lookahead", type=float, default=defaults.lookahead_s, help="seconds after a word")
     parser.add_argument(
         "--trim-after", type=float, default=defaults.trim_after_s, help="seconds of buffer before a cut"
@@ -55,6 +62,7 @@ def main() -> None:
     options = StreamOptions(
         update_interval_s=args.update_interval,
         agreement=args.agreement,
+        unsure_probability=args.unsure_probability,
         lookahead_s=args.lookahead,
         trim_after_s=args.trim_after,
     )
@@ -86,6 +94,7 @@ def main() -> None:
         "precision": args.precision,
         "update_interval_s": args.update_interval,
         "agreement": args.agreement,
+        "unsure_probability": args.unsure_probability,
         "lookahead_s": args.lookahead,
         "trim_after_s": args.trim_after,
         "clips": len(entries),

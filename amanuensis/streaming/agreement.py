@@ -3,7 +3,10 @@
 The policy of Macháček et al. (whisper_streaming), n = 2 by default: the audio buffer is
 re-transcribed at every update; the longest common prefix of the newest hypothesis and the
 n − 1 before it (past what is already confirmed) becomes confirmed and never changes again; the
-rest is partial.
+rest is partial. A word the model itself is unsure of (a name, a rare word, speech in noise:
+its probability in either of the latest two hypotheses is below a threshold) needs one more
+agreeing hypothesis: those are the words a reading of more audio is most likely to change, while
+the sure ones keep LocalAgreement-n's delay.
 
 Words are matched by text, not by time: Whisper gives timestamps per segment only, so a word's
 time here is an estimate (its segment's span shared out by characters) that moves as a segment
@@ -12,6 +15,7 @@ grows, while its text is stable once the model has heard it.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import deque
 from collections.abc import Sequence
@@ -33,6 +37,7 @@ class Word:
     end: float  # seconds
     text: str  # with its leading space
     segment: int  # index of the segment of the hypothesis it came from
+    probability: float = 1.0  # the model's, for the word given what preceded it (its tokens' product)
 
     @property
     def key(self) -> str:
@@ -40,16 +45,29 @@ class Word:
         return _NOT_WORD.sub("", self.text.lower()) or self.text.strip()
 
 
-def split_words(text: str, start: float, end: float, segment: int) -> list[Word]:
-    """A segment's words, its time span shared out in proportion to their characters."""
-    pieces = WORD_PATTERN.findall(text)
-    lengths = [len(p.strip()) for p in pieces]
+def split_words(
+    text: str, start: float, end: float, segment: int, token_spans: Sequence[tuple[int, float]] = ()
+) -> list[Word]:
+    """A segment's words, its time span shared out in proportion to their characters.
+
+    ``token_spans``: (character where the token's text ends, log-probability) for each of the
+    segment's text tokens; a word's probability is the product of the tokens that overlap it.
+    Without them every word has probability 1.
+    """
+    matches = list(WORD_PATTERN.finditer(text))
+    lengths = [len(m.group().strip()) for m in matches]
     total = sum(lengths) or 1
     words, done = [], 0
-    for piece, length in zip(pieces, lengths, strict=True):
+    for match, length in zip(matches, lengths, strict=True):
         word_start = start + (end - start) * done / total
         done += length
-        words.append(Word(word_start, start + (end - start) * done / total, piece, segment))
+        first_char = match.end() - length  # past the leading space
+        logprob, token_start = 0.0, 0
+        for token_end, token_logprob in token_spans:
+            if token_start < match.end() and token_end > first_char:
+                logprob += token_logprob
+            token_start = token_end
+        words.append(Word(word_start, start + (end - start) * done / total, match.group(), segment, math.exp(logprob)))
     return words
 
 
@@ -81,14 +99,23 @@ def skip_confirmed(confirmed: Sequence[Word], hypothesis: Sequence[Word]) -> int
     return best
 
 
+def _all_say(tails: Sequence[list[Word]], position: int, word: Word) -> bool:
+    """Every one of ``tails`` has ``word`` at ``position``."""
+    return all(position < len(tail) and tail[position].key == word.key for tail in tails)
+
+
 class LocalAgreement:
     """Confirmed and partial words of the audio currently in the buffer."""
 
-    def __init__(self, hypotheses: int = 2) -> None:  # StreamOptions checks hypotheses ≥ 2
+    def __init__(self, hypotheses: int = 2, unsure_below: float = 0.0) -> None:
+        """``hypotheses`` must agree on a word (StreamOptions checks ≥ 2), one more on a word that
+        either of the latest two gives less than ``unsure_below`` probability."""
+        self.hypotheses = hypotheses
+        self.unsure_below = unsure_below
         self.in_buffer: list[Word] = []  # confirmed words whose audio is still in the buffer
         self.partial: list[Word] = []  # the latest hypothesis past the confirmed words
         # The partial tails of the hypotheses before the latest one, oldest first.
-        self._earlier: deque[list[Word]] = deque(maxlen=hypotheses - 2)
+        self._earlier: deque[list[Word]] = deque(maxlen=hypotheses - 1)
 
     def update(self, hypothesis: list[Word], settled_before: float = float("inf")) -> list[Word]:
         """Take a new hypothesis of the whole buffer; returns the words it newly confirms.
@@ -101,9 +128,10 @@ class LocalAgreement:
         agreed = 0
         tails = [*self._earlier, self.partial]
         for position, new in enumerate(fresh):
-            if new.end > settled_before or any(
-                position >= len(tail) or tail[position].key != new.key for tail in tails
-            ):
+            if new.end > settled_before or not _all_say(tails[1 - self.hypotheses :], position, new):
+                break
+            unsure = min(new.probability, tails[-1][position].probability) < self.unsure_below
+            if unsure and not _all_say(tails[-self.hypotheses :], position, new):
                 break
             agreed += 1
         # Keep the newest wording and times of confirmed audio, unless this hypothesis lost words

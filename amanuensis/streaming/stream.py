@@ -2,7 +2,8 @@
 
 Every ``update_interval_s`` of new audio the buffer (everything since the last cut) is
 transcribed again; LocalAgreement-2 confirms the words two consecutive hypotheses share (three
-with ``agreement=3``: later, closer to an offline reading). A hypothesis that fails Whisper's
+with ``agreement=3``: later, closer to an offline reading), and a word the model gives less than
+``unsure_probability`` waits for one more. A hypothesis that fails Whisper's
 own checks (a repetition loop, a low average log-probability) takes no part: confirming from
 it would make its errors permanent. The buffer is cut at the end of a confirmed segment once it
 is longer than ``trim_after_s``, and the text cut away becomes the prompt, so memory and the
@@ -26,7 +27,14 @@ from amanuensis.audio import SAMPLE_RATE, peak_frame_dbfs
 from amanuensis.streaming.agreement import LocalAgreement, Word, split_words
 from amanuensis.streaming.input import AudioFormat, InputConverter
 from amanuensis.streaming.vad import DEFAULT_THRESHOLD, WINDOW, SileroVad
-from amanuensis.transcribe import DEFAULT_TEMPERATURES, TranscribeOptions, check_language, fails_checks, transcribe
+from amanuensis.transcribe import (
+    DEFAULT_TEMPERATURES,
+    Segment,
+    TranscribeOptions,
+    check_language,
+    fails_checks,
+    transcribe,
+)
 
 if TYPE_CHECKING:
     from amanuensis.engine import WhisperModel
@@ -44,6 +52,11 @@ SPEECH_PAD_S = 0.4  # audio kept when a buffer without speech is dropped: a word
 TOKENS_BASE = 16
 TOKENS_PER_S = 8.0
 VAD_CHOICES = ("silero", None)
+# A cut never goes past this many seconds per letter from the start of the segment it cuts in
+# (about half the pace of slow read speech): a decode may stretch a segment's end over speech it
+# skipped ("Gothic and Roman." over 24 s of the next speaker), and cutting there would drop
+# that speech unread.
+MAX_SECONDS_PER_LETTER = 0.15
 
 
 @dataclass(frozen=True)
@@ -51,10 +64,13 @@ class StreamOptions:
     language: str | None = None  # None: English for .en models, detected at the first words otherwise
     task: str = "transcribe"  # or "translate" (multilingual models)
     update_interval_s: float = 0.75  # new audio between updates; must exceed an update's compute time
-    trim_after_s: float = 15.0  # a longer buffer is cut at the end of its last confirmed segment
+    trim_after_s: float = 20.0  # a longer buffer is cut at the end of its last confirmed segment
     max_buffer_s: float = 25.0  # hard limit (< 30 s window): cut at the last confirmed word
     lookahead_s: float = 0.5  # audio that must follow a word (by its estimated end) before it is confirmed
     agreement: int = 2  # consecutive hypotheses that must agree on a word (LocalAgreement-n)
+    # A word the model is unsure of (probability below this in either of the latest two
+    # hypotheses: names, rare words, noise) needs one more agreeing hypothesis. 0 = off.
+    unsure_probability: float = 0.5
     beam_size: int | None = None  # None/1 = greedy, so an update fits in the interval on a CPU
     # Fallback ladder of an update. A hypothesis that fails Whisper's checks at its last
     # temperature (too repetitive, too unsure) is not used: the next update tries again.
@@ -80,6 +96,8 @@ class StreamOptions:
             raise ValueError("update_interval_s must be positive")
         if self.agreement < 2:
             raise ValueError(f"agreement needs at least 2 hypotheses, got {self.agreement}")
+        if not 0 <= self.unsure_probability <= 1:
+            raise ValueError("unsure_probability is a probability (0 … 1)")
         if not 0 < self.trim_after_s <= self.max_buffer_s < WINDOW_S - self.update_interval_s:
             raise ValueError(
                 f"need 0 < trim_after_s ≤ max_buffer_s < {WINDOW_S:.0f} s − update_interval_s "
@@ -141,7 +159,7 @@ class TranscriptionStream:
         self._buffer = np.zeros(0, np.float32)
         self._buffer_start = 0  # stream sample index of buffer[0]
         self._since_update = 0  # samples fed since the last update
-        self._agreement = LocalAgreement(self.options.agreement)
+        self._agreement = LocalAgreement(self.options.agreement, self.options.unsure_probability)
         self._hypothesis: list[Word] = []  # the latest transcription of the buffer
         self._prompt = ""  # tail of the confirmed text already cut from the buffer
         self._language = self.options.language
@@ -280,10 +298,19 @@ class TranscriptionStream:
             if not final and fails_checks(segment, transcribe_options):
                 return None  # a repetition loop or an unsure decode is not a hypothesis
             start, end = min(offset + segment.start, limit), min(offset + segment.end, limit)
-            words += split_words(segment.text, start, end, index)
+            words += split_words(segment.text, start, end, index, self._token_spans(segment))
         if self._language is None and words:
             self._language = info.language  # keep the language once something was heard in it
         return words
+
+    def _token_spans(self, segment: Segment) -> list[tuple[int, float]]:
+        """Where each text token of the segment ends in its text, with its log-probability."""
+        spans, tokens = [], []
+        for token, logprob in zip(segment.tokens, segment.token_logprobs, strict=True):
+            if token < self._tokenizer.eot:
+                tokens.append(token)  # a multi-byte character's first tokens decode to placeholders
+                spans.append((len(self._tokenizer.decode(tokens)), logprob))
+        return spans
 
     def _confirmed_event(self, words: list[Word]) -> StreamEvent:
         # Word times are re-estimated at every update; keep the confirmed timeline monotonic.
@@ -299,14 +326,16 @@ class TranscriptionStream:
             return []
         confirmed = len(self._agreement.in_buffer)
         # The end of a segment that is followed by another is a reliable cut; the last segment's
-        # end is not (its audio may still be growing).
-        best: tuple[int, float] | None = None
-        for word_count in range(1, min(confirmed, len(self._hypothesis) - 1) + 1):
+        # end is not (its audio may still be growing). Only where the hypothesis starts with the
+        # confirmed words: one that skipped their audio would have its first words cut for them.
+        best: int | None = None
+        aligned = self._hypothesis[:confirmed] == self._agreement.in_buffer
+        for word_count in range(1, min(confirmed, len(self._hypothesis) - 1) + 1 if aligned else 0):
             word, following = self._hypothesis[word_count - 1], self._hypothesis[word_count]
             if following.segment != word.segment:
-                best = (word_count, word.end)
+                best = word_count
         if best is not None:
-            self._cut_at(best[1], best[0])
+            self._cut_at(plausible_end(self._hypothesis, best - 1), best)
             return []
         if length_s <= self.options.max_buffer_s:
             return []
@@ -316,7 +345,7 @@ class TranscriptionStream:
             events.append(self._confirmed_event(forced))
             confirmed = len(self._agreement.in_buffer)
         if confirmed:
-            self._cut_at(self._agreement.in_buffer[-1].end, confirmed)
+            self._cut_at(plausible_end(self._agreement.in_buffer, confirmed - 1), confirmed)
         else:  # the model heard no words in all of it
             self._cut(len(self._buffer) - round(NO_SPEECH_KEEP_S * SAMPLE_RATE), 0, silent=False)
         return events
@@ -341,6 +370,14 @@ class TranscriptionStream:
                 prompt = prompt[-PROMPT_CHARS:]
                 prompt = prompt[prompt.find(" ") :] if " " in prompt else prompt
             self._prompt = prompt
+
+
+def plausible_end(words: list[Word], index: int) -> float:
+    """The end of ``words[index]``, or earlier if its segment claims more time than its letters need."""
+    word = words[index]
+    segment = [w for w in words[: index + 1] if w.segment == word.segment]
+    letters = sum(len(w.key) for w in segment)
+    return min(word.end, segment[0].start + letters * MAX_SECONDS_PER_LETTER)
 
 
 def stream_chunks(

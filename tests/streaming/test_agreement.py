@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+from dataclasses import replace
 
 from amanuensis.streaming.agreement import REWORDING_SLACK, LocalAgreement, Word, skip_confirmed, split_words
 
@@ -17,6 +19,16 @@ def test_split_words_shares_the_segment_span_by_characters() -> None:
     assert [round(w.end, 3) for w in got] == [1.1, 1.4, 2.0]
     assert got[0].start == 1.0 and all(a.end == b.start for a, b in itertools.pairwise(got))
     assert {w.segment for w in got} == {3}
+
+
+def test_a_word_probability_is_the_product_of_its_tokens() -> None:
+    # " Gut|enberg|'s| press": the second word's token overlaps nothing else.
+    spans = [(4, -0.5), (10, -0.25), (12, -0.1), (18, -0.05)]
+    got = split_words(" Gutenberg's press", 0.0, 1.0, 0, spans)
+    assert [w.text for w in got] == [" Gutenberg's", " press"]
+    assert abs(got[0].probability - math.exp(-0.85)) < 1e-9
+    assert abs(got[1].probability - math.exp(-0.05)) < 1e-9
+    assert all(w.probability == 1.0 for w in split_words(" no tokens given", 0.0, 1.0, 0))
 
 
 def test_a_word_is_confirmed_when_two_hypotheses_agree_on_it() -> None:
@@ -45,6 +57,26 @@ def test_three_hypotheses_must_agree_when_asked_to() -> None:
     assert agreement.update(words(" the leader will excuse me now")) == []
     assert agreement.update(words(" the leader will excuse me now")) == []
     assert [w.text for w in agreement.update(words(" the leader will excuse me now"))] == [" me", " now"]
+
+
+def unsure(hypothesis: list[Word], *texts: str) -> list[Word]:
+    return [replace(w, probability=0.2) if w.text in texts else w for w in hypothesis]
+
+
+def test_an_unsure_word_waits_for_a_third_hypothesis() -> None:
+    agreement = LocalAgreement(hypotheses=2, unsure_below=0.5)
+    agreement.update(unsure(words(" Mister Ines said"), " Ines"))
+    # Two hypotheses agree on all three words; " Ines" is unsure, so it and what follows wait.
+    assert [w.text for w in agreement.update(unsure(words(" Mister Ines said so"), " Ines"))] == [" Mister"]
+    assert [w.text for w in agreement.update(words(" Mister Ines said so."))] == [" Ines", " said", " so."]
+
+
+def test_an_unsure_word_that_changes_is_never_confirmed() -> None:
+    agreement = LocalAgreement(hypotheses=2, unsure_below=0.5)
+    agreement.update(unsure(words(" Missus Ines"), " Missus"))
+    assert agreement.update(unsure(words(" Missus Ines said"), " Missus")) == []
+    assert agreement.update(words(" Miss Eens said")) == []  # the third reading differs
+    assert [w.text for w in agreement.partial] == [" Miss", " Eens", " said"]
 
 
 def test_disagreement_confirms_nothing_past_the_first_difference() -> None:
