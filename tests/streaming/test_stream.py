@@ -88,10 +88,12 @@ def test_confirmed_words_were_partial_first_and_times_move_forward(tiny_int8: Wh
     assert starts == sorted(starts) and all(e.start <= e.end <= len(speech) / RATE + 0.05 for e in confirmed)
 
 
-def test_three_way_agreement_confirms_later_and_loses_nothing(tiny_int8: WhisperModel, speech: np.ndarray) -> None:
-    def first_confirmation(events: list[StreamEvent]) -> float:
-        return next(e.stream_time for e in events if e.kind == CONFIRMED)
+def first_confirmation(events: list[StreamEvent]) -> float:
+    """Seconds of audio fed when the first words were confirmed."""
+    return next(e.stream_time for e in events if e.kind == CONFIRMED)
 
+
+def test_three_way_agreement_confirms_later_and_loses_nothing(tiny_int8: WhisperModel, speech: np.ndarray) -> None:
     two = list(stream_chunks(tiny_int8, random_chunks(speech, 3), StreamOptions(unsure_probability=0.0)))
     three_options = StreamOptions(agreement=3, unsure_probability=0.0)
     three = list(stream_chunks(tiny_int8, random_chunks(speech, 3), three_options))
@@ -109,7 +111,7 @@ def test_unsure_words_wait_for_one_more_hypothesis(tiny_int8: WhisperModel, spee
     # Every word is unsure below probability 1: agreement 2 then waits as agreement 3 does.
     everything_unsure = confirmations(StreamOptions(unsure_probability=1.0))
     three = confirmations(StreamOptions(agreement=3, unsure_probability=0.0))
-    first = [next(e.stream_time for e in events if e.kind == CONFIRMED) for events in (plain, everything_unsure, three)]
+    first = [first_confirmation(events) for events in (plain, everything_unsure, three)]
     assert first[0] < first[1] == first[2]
     assert word_error_rate([SAMPLE_REFERENCE], [confirmed_text(everything_unsure)]) == 0.0
     # The words carry the model's own probabilities, not a placeholder.
