@@ -109,6 +109,11 @@ def _placement_sentence(recipe: dict) -> str:
         "embedding tables are stored as int8.\n- Float by construction: LayerNorm, Softmax, GELU (Erf), the "
         "residual Adds and the additive attention mask (a −10⁴ mask value would swamp any 8-bit scale). Their "
         "inputs and outputs are quantized only where a quantized MatMul consumes them."
+        + (
+            " Attention scores (8-bit query × 8-bit key) reach the softmax in float, not requantized to 8 bits."
+            if get_target(recipe["target"]).float_scores
+            else ""
+        )
     )
 
 

@@ -31,6 +31,9 @@ class Target:
     power_of_two_scales: bool = False  # every Q/DQ scale rounded up to a power of two after quantizing
     default_method: str = "minmax"  # how its activation ranges are calibrated unless --method says otherwise
     weights: str = "int8 (symmetric)"  # how weights are stored (for reports)
+    # Attention scores (query × key, both 8-bit) go to the softmax in float instead of being
+    # requantized to 8 bits first: onnxruntime's CPU EP runs that as MatMulIntegerToFloat.
+    float_scores: bool = False
 
 
 TARGETS = {
@@ -42,6 +45,7 @@ TARGETS = {
         8,
         False,
         "QDQ on MatMul/Conv/Gemm/Gather only, uint8 activations, int8 symmetric weights; the rest float",
+        float_scores=True,
     ),
     # OpenVINO's CPU and NPU plugins read the same QDQ ONNX and run each Q/DQ-wrapped MatMul in int8,
     # so the CPU flavour is theirs too; unverified on a real NPU here (none is present).

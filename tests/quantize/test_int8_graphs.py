@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnx
@@ -54,6 +55,44 @@ def test_every_node_counted_int8_has_qdq_on_its_inputs(int8_graphs, report, grap
         else:
             assert producers[weight.input[0]].op_type == "QuantizeLinear", node.name
         assert producers[activation.input[0]].op_type == "QuantizeLinear", node.name
+
+
+# Query × key MatMuls as the exporter names them: the encoder's one per layer; the decoder's
+# cached-keys and new-key scores of self-attention and its cross-attention scores.
+SCORE_MATMULS = {
+    "encoder": ("self_attention/MatMul",),
+    "decoder": ("self_attention/MatMul", "self_attention/MatMul_1", "attention/MatMul"),
+}
+
+
+@pytest.mark.parametrize("graph", ["encoder", "decoder"])
+def test_attention_scores_reach_the_softmax_in_float(tiny, int8_graphs, graph: str) -> None:
+    """Every query × key MatMul takes 8-bit inputs and gives float scores: no QuantizeLinear
+    between it and its softmax. The attention contexts (probabilities × values) keep their output
+    quantization, so the change is confined to the scores."""
+    model = int8_graphs[graph]
+    producers = {out: node for node in model.graph.node for out in node.output}
+    consumers: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    layers = tiny.checkpoint.dims.n_audio_layer if graph == "encoder" else tiny.checkpoint.dims.n_text_layer
+    pattern = re.compile(rf"{graph}/layer_\d+/({'|'.join(SCORE_MATMULS[graph])})$")
+    scores = [n for n in model.graph.node if n.op_type == "MatMul" and pattern.search(n.name)]
+    assert len(scores) == layers * len(SCORE_MATMULS[graph])
+    for node in scores:
+        assert all(producers[i].op_type == "DequantizeLinear" for i in node.input), node.name
+        assert consumers[node.output[0]] and "QuantizeLinear" not in consumers[node.output[0]], node.name
+    contexts = [
+        n
+        for n in model.graph.node
+        if n.op_type == "MatMul"
+        and n not in scores
+        and "attention/MatMul" in n.name
+        and all(producers[i].op_type == "DequantizeLinear" for i in n.input if i in producers)
+    ]
+    assert contexts or graph == "encoder"  # the encoder keeps its probabilities × values in float
+    assert all("QuantizeLinear" in consumers[n.output[0]] for n in contexts)
 
 
 @pytest.mark.parametrize("graph", ["encoder", "decoder"])
