@@ -77,14 +77,30 @@ def graph_paths(
     raise ValueError(f"unknown precision {options.precision!r} (expected fp32 or int8)")
 
 
+QuantizedTensors = dict[str, dict]  # tensor name → {"scale", "zero_point", "dtype"} (export.quantized_io)
+
+
+def _on_cpu_ep(plan: SessionPlan) -> bool:
+    return plan.backend == "onnxruntime" and plan.ep == CPU_EP
+
+
 class Encoder:
     def __init__(
-        self, path: Path, dims: ModelDims, options: RuntimeOptions, session_plan: SessionPlan | None = None
+        self,
+        path: Path,
+        dims: ModelDims,
+        options: RuntimeOptions,
+        session_plan: SessionPlan | None = None,
+        cross_params: QuantizedTensors | None = None,
     ) -> None:
-        self.path = path  # the graph as exported (or quantized); the session may run a query-chunked copy
+        """``cross_params``: cross K/V outputs to hand over quantized (to a quantized-I/O decoder)."""
+        self.path = path  # the graph as exported (or quantized); the session may run a rewritten copy
         session_plan = session_plan or options.plan()
-        on_cpu_ep = session_plan.backend == "onnxruntime" and session_plan.ep == CPU_EP
-        run_path = export.query_chunked_path(path, ENCODER_QUERY_CHUNKS) if on_cpu_ep else path
+        run_path = path
+        if _on_cpu_ep(session_plan):
+            run_path = export.query_chunked_path(path, ENCODER_QUERY_CHUNKS)
+        if cross_params:
+            run_path = export.quantized_output_encoder_path(run_path, cross_params)
         self.session = make_session(run_path, options, session_plan)
         self.dims = dims
         self.observer: FeedObserver | None = None
@@ -99,14 +115,23 @@ class Encoder:
         return dict(zip(names, outputs, strict=True))
 
 
+def _empty_cache(shape: tuple[int, ...], quantized: dict | None) -> np.ndarray:
+    """A cache array of zeros: float, or 8-bit holding the quantized 0.0 (its zero point)."""
+    if quantized is None:
+        return np.zeros(shape, np.float32)
+    return np.full(shape, quantized["zero_point"], np.dtype(quantized["dtype"]))
+
+
 class KVCache:
     """Fixed-size self-attention cache for one batch of hypotheses."""
 
-    def __init__(self, dims: ModelDims, batch: int) -> None:
+    def __init__(self, dims: ModelDims, batch: int, quantized: QuantizedTensors | None = None) -> None:
+        """``quantized``: cache inputs the decoder takes in 8 bits, with their parameters."""
         h, dh, ctx = dims.n_text_head, dims.n_text_state // dims.n_text_head, dims.n_text_ctx
         self.capacity = ctx
-        self.keys = [np.zeros((batch, h, dh, ctx), np.float32) for _ in range(dims.n_text_layer)]
-        self.values = [np.zeros((batch, h, ctx, dh), np.float32) for _ in range(dims.n_text_layer)]
+        layers = [self_kv_names(layer) for layer in range(dims.n_text_layer)]
+        self.keys = [_empty_cache((batch, h, dh, ctx), (quantized or {}).get(k)) for k, _ in layers]
+        self.values = [_empty_cache((batch, h, ctx, dh), (quantized or {}).get(v)) for _, v in layers]
         self.mask = np.full((1, ctx), MASKED_SCORE, np.float32)
         self.length = 0  # filled slots; also the position of the next token
 
@@ -153,9 +178,22 @@ class Decoder:
     """One-token decoder step for a fixed batch size."""
 
     def __init__(
-        self, path: Path, dims: ModelDims, options: RuntimeOptions, batch: int, session_plan: SessionPlan | None = None
+        self,
+        path: Path,
+        dims: ModelDims,
+        options: RuntimeOptions,
+        batch: int,
+        session_plan: SessionPlan | None = None,
+        quantized_io: bool = False,
     ) -> None:
-        self.path = path
+        """``quantized_io``: run the INT8 step rewritten to take its cache and cross K/V in 8 bits
+        (export.quantized_io); the encoder must then hand over ``cross_params`` quantized."""
+        self.path = path  # the graph as exported (or quantized); the session may run a rewritten copy
+        params: QuantizedTensors = {}
+        if quantized_io:
+            path, params = export.quantized_io_decoder_path(path, dims.n_text_layer)
+        self.cache_params = {k: p for k, p in params.items() if k.startswith("self_")}
+        self.cross_params = {k: p for k, p in params.items() if k.startswith("cross_")}
         self.session = make_session(path, options, session_plan)
         self.dims = dims
         self.batch = batch
@@ -164,7 +202,7 @@ class Decoder:
         self._output_names = ["logits"] + [n for i in layers for n in new_kv_names(i)]
 
     def new_cache(self) -> KVCache:
-        return KVCache(self.dims, self.batch)
+        return KVCache(self.dims, self.batch, self.cache_params)
 
     def step(self, tokens: np.ndarray, cache: KVCache, cross: CrossKV) -> np.ndarray:
         """Run one token per hypothesis; returns logits (batch, n_vocab) and fills the cache."""
@@ -194,6 +232,7 @@ class Prefill:
     def __init__(
         self, path: Path, dims: ModelDims, options: RuntimeOptions, session_plan: SessionPlan | None = None
     ) -> None:
+        self.path = path
         self.session = make_session(path, options, session_plan)
         self.block = export.PREFILL_TOKENS
         layers = range(dims.n_text_layer)
@@ -229,20 +268,32 @@ class ModelRuntime:
         self.options = options or RuntimeOptions()
         encoder_path, self._decoder_path, self._prefill_path = graph_paths(checkpoint, self.options)
         self.plan = self.options.plan()  # decided once, so every graph runs where the first one does
-        self.encoder = Encoder(encoder_path(), checkpoint.dims, self.options, self.plan)
         self._decoders: dict[int, Decoder] = {}
         self._prefill: Prefill | None = None
         self._lock = threading.Lock()
         self.decoder_observer: FeedObserver | None = None  # given to every decoder step session
+        # INT8 on the CPU EP: K/V cross from graph to graph in 8 bits (see export.quantized_io).
+        self._quantized_io = self.options.precision == "int8" and _on_cpu_ep(self.plan)
+        cross_params = self.decoder(1).cross_params if self._quantized_io else None
+        self.encoder = Encoder(encoder_path(), checkpoint.dims, self.options, self.plan, cross_params)
 
     def decoder(self, batch: int) -> Decoder:
         with self._lock:
             if batch not in self._decoders:
                 path = self._decoder_path(batch)
-                self._decoders[batch] = Decoder(path, self.checkpoint.dims, self.options, batch, self.plan)
+                self._decoders[batch] = Decoder(
+                    path, self.checkpoint.dims, self.options, batch, self.plan, self._quantized_io
+                )
             decoder = self._decoders[batch]
             decoder.observer = self.decoder_observer
             return decoder
+
+    def loaded_graphs(self) -> list[Path]:
+        """The graph files whose sessions exist so far (the prefill block and other batch sizes are
+        created on first use): what a run really holds in memory."""
+        with self._lock:
+            graphs = [self.encoder.path] + [d.path for d in self._decoders.values()]
+            return graphs + ([self._prefill.path] if self._prefill is not None else [])
 
     def prefill(self) -> Prefill | None:
         """The prompt prefill block; None for INT8 (see graph_paths) and while a decoder observer is

@@ -6,6 +6,8 @@ without them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
 # Bump when graph construction changes so stale cached graphs are not reused.
 EXPORT_VERSION = 1
 PREFILL_TOKENS = 32  # tokens per prefill block: a 224-token prompt takes 7 runs instead of 224 steps
+QUANTIZED_IO_VERSION = 1  # bump when quantized_io's rewrites change, so cached rewritten graphs are redone
 
 
 def cache_root() -> Path:
@@ -37,15 +40,19 @@ def model_cache_dir(checkpoint: WhisperCheckpoint) -> Path:
     return cache_root() / f"{checkpoint.files.name}-{checkpoint.digest}-v{EXPORT_VERSION}"
 
 
-def _save_atomically(model: onnx.ModelProto, path: Path) -> None:
-    """Write beside the target and rename, so an interrupted build never leaves a bad cache."""
-    import onnx
-
+def _save_atomically(model: onnx.ModelProto | str, path: Path) -> None:
+    """Write a graph (or text) beside the target and rename, so an interrupted build never leaves
+    a bad cache."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".partial")
     os.close(fd)
     try:
-        onnx.save(model, tmp)
+        if isinstance(model, str):
+            Path(tmp).write_text(model)
+        else:
+            import onnx
+
+            onnx.save(model, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -97,10 +104,49 @@ def query_chunked_path(path: Path, chunks: int) -> Path:
     from amanuensis.export.query_chunks import REWRITE_VERSION
 
     chunked = path.with_name(f"{path.stem}.q{chunks}-r{REWRITE_VERSION}{path.suffix}")
-    if not chunked.exists() or chunked.stat().st_mtime < path.stat().st_mtime:
+    if _stale(chunked, path):
         import onnx
 
         from amanuensis.export.query_chunks import split_attention_queries
 
         _save_atomically(split_attention_queries(onnx.load(str(path)), chunks), chunked)
     return chunked
+
+
+def _stale(derived: Path, source: Path) -> bool:
+    return not derived.exists() or derived.stat().st_mtime < source.stat().st_mtime
+
+
+def quantized_io_decoder_path(path: Path, n_layers: int) -> tuple[Path, dict[str, dict]]:
+    """An INT8 decoder step rewritten to take and give 8-bit K/V (see quantized_io), and the
+    parameters of the inputs it now takes quantized. Built once beside ``path``; the parameters
+    are kept in a JSON file next to it, so loading needs neither ``onnx`` nor the graph."""
+    stem = f"{path.stem}.qio{QUANTIZED_IO_VERSION}"
+    rewritten, params_file = path.with_name(f"{stem}{path.suffix}"), path.with_name(f"{stem}.json")
+    if _stale(rewritten, path) or _stale(params_file, path):
+        import onnx
+
+        from amanuensis.export.quantized_io import decoder_with_quantized_io
+
+        model = onnx.load(str(path))
+        params = decoder_with_quantized_io(model, n_layers)
+        _save_atomically(model, rewritten)
+        _save_atomically(json.dumps(params, indent=1, sort_keys=True) + "\n", params_file)
+    return rewritten, json.loads(params_file.read_text())
+
+
+def quantized_output_encoder_path(path: Path, params: dict[str, dict]) -> Path:
+    """``path`` with its cross K/V outputs quantized as ``params`` say (a decoder's folded inputs)."""
+    if not params:
+        return path
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+    rewritten = path.with_name(f"{path.stem}.qio{QUANTIZED_IO_VERSION}-{digest}{path.suffix}")
+    if _stale(rewritten, path):
+        import onnx
+
+        from amanuensis.export.quantized_io import encoder_with_quantized_outputs
+
+        model = onnx.load(str(path))
+        encoder_with_quantized_outputs(model, params)
+        _save_atomically(model, rewritten)
+    return rewritten
