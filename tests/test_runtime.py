@@ -78,3 +78,16 @@ def test_prefill_blocks_match_single_steps(tiny: WhisperModel, real_prefix) -> N
 def test_int8_feeds_prompts_one_step_at_a_time(tiny_int8: WhisperModel) -> None:
     """In an INT8 block the prompt's K/V skip the cache input's quantization; it measured worse."""
     assert tiny_int8.runtime.prefill() is None
+
+
+def test_loaded_graphs_names_every_session_that_exists(tiny: WhisperModel) -> None:
+    """The benchmark's model bytes come from here: the prefill block counts once it is created."""
+    runtime = tiny.runtime
+    runtime.decoder(1)
+    before = runtime.loaded_graphs()
+    assert before[:2] == [runtime.encoder.path, runtime.decoder(1).path]
+    prefill = runtime.prefill()
+    assert prefill is not None
+    after = runtime.loaded_graphs()
+    assert prefill.path in after and prefill.path.exists()
+    assert set(before) <= set(after)

@@ -29,7 +29,7 @@ def _peak_rss_mib() -> float:
 
 
 def _ours(config: str, model: str, threads: int):
-    """Load, and return (transcribe one array → text, files the run reads)."""
+    """Load, and return (transcribe one array → text, the graph files the run loaded, asked after it)."""
     from amanuensis import TranscribeOptions
     from amanuensis.engine import WhisperModel
     from amanuensis.models import WhisperCheckpoint
@@ -39,8 +39,7 @@ def _ours(config: str, model: str, threads: int):
     engine = WhisperModel(WhisperCheckpoint.load(model), RuntimeOptions(precision=precision, threads=threads))
     # Greedy; best_of 5 on temperature fallback, as faster-whisper (the samples run on the batch-1 graph).
     options = TranscribeOptions(beam_size=1)
-    files = [engine.runtime.encoder.path, engine.runtime.decoder(1).path]
-    return (lambda samples: engine.transcribe_all(samples, options).text), files
+    return (lambda samples: engine.transcribe_all(samples, options).text), engine.runtime.loaded_graphs
 
 
 def _theirs(config: str, model: str, threads: int):
@@ -56,7 +55,7 @@ def _theirs(config: str, model: str, threads: int):
         segments, _ = engine.transcribe(samples, beam_size=1, language="en")
         return "".join(s.text for s in segments)
 
-    return run, [directory / "model.bin"]
+    return run, lambda: [directory / "model.bin"]
 
 
 def worker(config: str, model: str, threads: int, manifest: Path, limit: int | None) -> dict:
@@ -80,7 +79,7 @@ def worker(config: str, model: str, threads: int, manifest: Path, limit: int | N
         "audio_seconds": audio_seconds,
         "rtf": elapsed / audio_seconds,
         "peak_rss_mib": _peak_rss_mib(),
-        "model_bytes": sum(Path(f).stat().st_size for f in files),
+        "model_bytes": sum(Path(f).stat().st_size for f in files()),
         "load_seconds": load_seconds,
         "wer": word_error_rate([e.reference for e in entries], hypotheses),
     }

