@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jiwer
+import numpy as np
 
 from amanuensis.audio import load_audio
 from amanuensis.engine import WhisperModel
@@ -77,6 +78,40 @@ def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
     if not kept:
         raise ValueError("no reference words to score against")
     return 100.0 * jiwer.wer([r for r, _ in kept], [h for _, h in kept])
+
+
+def utterance_errors(references: list[str], hypotheses: list[str]) -> list[tuple[int, int]]:
+    """(word edits, reference words) per utterance, after normalization: what corpus WER sums."""
+    counts = []
+    for reference, hypothesis in zip(references, hypotheses, strict=True):
+        ref, hyp = normalize_english(reference), normalize_english(hypothesis)
+        words = len(ref.split())
+        if not words:
+            counts.append((0, 0))
+            continue
+        out = jiwer.process_words(ref, hyp)
+        counts.append((out.substitutions + out.deletions + out.insertions, words))
+    return counts
+
+
+def paired_wer_difference(
+    a: list[tuple[int, int]], b: list[tuple[int, int]], resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float, float]:
+    """WER(a) − WER(b) in points with a 95 % paired bootstrap interval over utterances.
+
+    Both systems transcribed the same utterances, so resampling utterances (not words) keeps each
+    utterance's difficulty shared: whether "equal WER" holds is then a question of the interval.
+    """
+    edits_a, words = np.array(a, np.float64).T
+    edits_b, words_b = np.array(b, np.float64).T
+    if not np.array_equal(words, words_b) or not words.sum():
+        raise ValueError("paired WER needs the same utterances, with reference words")
+    scored = words > 0  # utterances without reference words do not count (see word_error_rate)
+    edits_a, edits_b, words = edits_a[scored], edits_b[scored], words[scored]
+    picks = np.random.default_rng(seed).integers(0, len(words), (resamples, len(words)))
+    differences = 100.0 * (edits_a[picks].sum(1) - edits_b[picks].sum(1)) / words[picks].sum(1)
+    low, high = np.percentile(differences, [2.5, 97.5])
+    return float(100.0 * (edits_a.sum() - edits_b.sum()) / words.sum()), float(low), float(high)
 
 
 def read_manifest(path: str | os.PathLike[str]) -> list[ManifestEntry]:

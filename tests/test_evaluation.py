@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from amanuensis.evaluation import ManifestError, read_manifest, word_error_rate
+from amanuensis.evaluation import (
+    ManifestError,
+    paired_wer_difference,
+    read_manifest,
+    utterance_errors,
+    word_error_rate,
+)
 from amanuensis.normalizer import normalize_english
 
 
@@ -35,3 +41,27 @@ def test_manifest_errors(tmp_path) -> None:
         read_manifest(tmp_path / "empty.tsv")
     (tmp_path / "ok.tsv").write_text("a.wav\tHELLO\n")
     assert read_manifest(tmp_path / "ok.tsv")[0].audio == tmp_path / "a.wav"
+
+
+REFERENCES = ["the cat sat on the mat", "Mister Smith paid twenty dollars", "yes", ""]
+CLOSE = ["the cat sat on a mat", "Mr. Smith paid $20", "yes", "uh"]
+WORSE = ["a cat sat in the hat", "mister smith", "no", ""]
+
+
+def test_utterance_errors_add_up_to_corpus_wer() -> None:
+    for hypotheses in (CLOSE, WORSE):
+        counts = utterance_errors(REFERENCES, hypotheses)
+        edits, words = map(sum, zip(*counts, strict=True))
+        assert 100.0 * edits / words == pytest.approx(word_error_rate(REFERENCES, hypotheses))
+    assert utterance_errors(REFERENCES, CLOSE)[3] == (0, 0)  # no reference words: not scored
+
+
+def test_paired_wer_difference_interval() -> None:
+    close, worse = utterance_errors(REFERENCES, CLOSE), utterance_errors(REFERENCES, WORSE)
+    assert paired_wer_difference(close, close) == (0.0, 0.0, 0.0)
+    difference, low, high = paired_wer_difference(worse, close)
+    expected = word_error_rate(REFERENCES, WORSE) - word_error_rate(REFERENCES, CLOSE)
+    assert difference == pytest.approx(expected) and difference > 0
+    assert low <= difference <= high and high > low
+    with pytest.raises(ValueError):
+        paired_wer_difference(close, close[:2])

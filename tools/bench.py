@@ -60,7 +60,7 @@ def _theirs(config: str, model: str, threads: int):
 
 def worker(config: str, model: str, threads: int, manifest: Path, limit: int | None) -> dict:
     from amanuensis.audio import load_audio
-    from amanuensis.evaluation import read_manifest, word_error_rate
+    from amanuensis.evaluation import read_manifest, utterance_errors, word_error_rate
 
     entries = read_manifest(manifest)[:limit]
     clips = [load_audio(e.audio).samples for e in entries]  # decoding audio is not part of either engine
@@ -82,10 +82,13 @@ def worker(config: str, model: str, threads: int, manifest: Path, limit: int | N
         "model_bytes": sum(Path(f).stat().st_size for f in files()),
         "load_seconds": load_seconds,
         "wer": word_error_rate([e.reference for e in entries], hypotheses),
+        "utterance_errors": utterance_errors([e.reference for e in entries], hypotheses),  # (edits, words)
     }
 
 
 def render(rows: list[dict]) -> str:
+    from amanuensis.evaluation import paired_wer_difference
+
     by_name = {r["config"]: r for r in rows}
     lines = [
         "| configuration | RTF | peak RSS (MiB) | model on disk (MB) | load (s) | WER (%) |",
@@ -100,9 +103,11 @@ def render(rows: list[dict]) -> str:
     for ours, theirs in (("amanuensis-int8", "faster-whisper-int8"), ("amanuensis-fp32", "faster-whisper-float32")):
         if ours in by_name and theirs in by_name:
             a, b = by_name[ours], by_name[theirs]
+            difference, low, high = paired_wer_difference(a["utterance_errors"], b["utterance_errors"])
             lines.append(
                 f"{ours} vs {theirs}: {b['rtf'] / a['rtf']:.2f}× the speed, "
-                f"{a['peak_rss_mib'] / b['peak_rss_mib']:.2f}× the peak RSS, WER {a['wer'] - b['wer']:+.2f} points"
+                f"{a['peak_rss_mib'] / b['peak_rss_mib']:.2f}× the peak RSS, WER {difference:+.2f} points "
+                f"(95 % paired bootstrap over clips: {low:+.2f} … {high:+.2f})"
             )
     return "\n".join(lines)
 
