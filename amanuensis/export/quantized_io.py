@@ -20,39 +20,27 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from amanuensis.export.graph_index import GraphIndex
 from amanuensis.export.io_names import cross_kv_names, new_kv_names, self_kv_names
 
 QuantParams = dict[str, float | int | str]  # {"scale": float, "zero_point": int, "dtype": "uint8" | "int8"}
-
-
-def _scalar(initializers: dict[str, onnx.TensorProto], name: str) -> np.ndarray | None:
-    init = initializers.get(name)
-    if init is None:
-        return None
-    value = numpy_helper.to_array(init)
-    return value if value.size == 1 else None
 
 
 def fold_input_quantizers(model: onnx.ModelProto, names: list[str]) -> dict[str, QuantParams]:
     """Retype each named input that only feeds one per-tensor QuantizeLinear to that node's output
     type and drop the node, in place. Returns the dropped nodes' parameters by input name."""
     graph = model.graph
-    initializers = {i.name: i for i in graph.initializer}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    index = GraphIndex(graph)
     inputs = {i.name: i for i in graph.input}
     folded: dict[str, QuantParams] = {}
     for name in names:
-        users = consumers.get(name, [])
-        if len(users) != 1 or users[0].op_type != "QuantizeLinear" or len(users[0].input) != 3:
+        quantize = index.single_consumer(name)
+        if quantize is None or quantize.op_type != "QuantizeLinear" or len(quantize.input) != 3:
             continue
-        quantize = users[0]
-        scale, zero_point = (_scalar(initializers, n) for n in quantize.input[1:])
+        scale, zero_point = (index.scalar(n) for n in quantize.input[1:])
         if scale is None or zero_point is None:
             continue  # per-axis parameters: not a drop-in uint8 tensor
-        for node in consumers.get(quantize.output[0], []):
+        for node in index.users(quantize.output[0]):
             node.input[:] = [name if i == quantize.output[0] else i for i in node.input]
         graph.node.remove(quantize)
         inputs[name].type.tensor_type.elem_type = helper.np_dtype_to_tensor_dtype(zero_point.dtype)

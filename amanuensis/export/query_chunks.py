@@ -17,25 +17,15 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from amanuensis.export.graph_index import GraphIndex
+
 REWRITE_VERSION = 1  # bump when the rewrite changes, so cached chunked graphs are redone
 QUERY_AXIS = 2  # queries, scores and context are [B, H, T, ·]
 ROW_WISE_QDQ = ("QuantizeLinear", "DequantizeLinear")  # per-tensor here: elementwise
 
 
-class _Graph:
-    """Producer and consumer lookups over a graph's nodes."""
-
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.producer = {out: node for node in graph.node for out in node.output}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for node in graph.node:
-            for name in node.input:
-                self.consumers.setdefault(name, []).append(node)
-        self.initializers = {i.name: i for i in graph.initializer}
-
-    def is_scalar(self, name: str) -> bool:
-        init = self.initializers.get(name)
-        return init is not None and numpy_helper.to_array(init).size == 1
+class _Graph(GraphIndex):
+    """The index plus the one question the chunking asks of it."""
 
     def row_wise_producer(self, name: str) -> onnx.NodeProto | None:
         """The node making ``name`` if it is a per-tensor Q/DQ or a product with a scalar."""
@@ -47,10 +37,6 @@ class _Graph:
         if node.op_type == "Mul" and self.is_scalar(node.input[1]):
             return node
         return None
-
-    def single_consumer(self, name: str) -> onnx.NodeProto | None:
-        users = self.consumers.get(name, [])
-        return users[0] if len(users) == 1 else None
 
 
 def _attention_chain(g: _Graph, softmax: onnx.NodeProto) -> tuple[str, list[onnx.NodeProto], str] | None:

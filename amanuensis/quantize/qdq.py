@@ -19,6 +19,7 @@ from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
+from amanuensis.export.graph_index import GraphIndex
 from amanuensis.quantize.recipe import QuantRecipe, Ranges
 from amanuensis.quantize.targets import get_target, prepare_float_model, source_node_name
 
@@ -112,21 +113,16 @@ def keep_scores_float(model: onnx.ModelProto) -> list[str]:
     score before the float softmax (about 10% of a tiny.en encoder run on the CPU EP).
     """
     graph = model.graph
-    constants = {i.name for i in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    index = GraphIndex(graph)
 
     def dequantized_activation(name: str) -> bool:
-        node = producer.get(name)
-        return node is not None and node.op_type == "DequantizeLinear" and node.input[0] not in constants
+        node = index.producer.get(name)
+        return node is not None and node.op_type == "DequantizeLinear" and node.input[0] not in index.initializers
 
     def reaches_softmax(name: str, hops: int = 4) -> bool:
         """Whether ``name`` only flows into a Softmax, through at most ``hops`` elementwise steps
         (the mask Add, a Concat of score blocks, their Q/DQ): scores, not an attention context."""
-        users = consumers.get(name, [])
+        users = index.users(name)
         return bool(users) and all(
             user.op_type == "Softmax"
             or (hops > 0 and user.op_type in SCORE_PATH_OPS and reaches_softmax(user.output[0], hops - 1))
@@ -137,17 +133,17 @@ def keep_scores_float(model: onnx.ModelProto) -> list[str]:
     for matmul in [n for n in graph.node if n.op_type == "MatMul"]:
         if not all(dequantized_activation(name) for name in matmul.input) or not reaches_softmax(matmul.output[0]):
             continue
-        users = consumers.get(matmul.output[0], [])
-        if len(users) != 1 or users[0].op_type != "QuantizeLinear":
+        quantize = index.single_consumer(matmul.output[0])
+        if quantize is None or quantize.op_type != "QuantizeLinear":
             continue
-        dequantizers = consumers.get(users[0].output[0], [])
+        dequantizers = index.users(quantize.output[0])
         if not dequantizers or any(d.op_type != "DequantizeLinear" for d in dequantizers):
             continue
         for dequantize in dequantizers:
-            for node in consumers.get(dequantize.output[0], []):
+            for node in index.users(dequantize.output[0]):
                 node.input[:] = [matmul.output[0] if i == dequantize.output[0] else i for i in node.input]
             graph.node.remove(dequantize)
-        graph.node.remove(users[0])
+        graph.node.remove(quantize)
         changed.append(matmul.name)
     used = {name for node in graph.node for name in node.input}
     unused = [i for i in graph.initializer if i.name not in used]
