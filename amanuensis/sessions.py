@@ -141,7 +141,9 @@ class OpenVINOSession:
 
     def run(self, output_names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         results = self._request.infer(feed)
-        by_name = {port.any_name: value for port, value in results.items()}
+        # A port can carry several names (the graph output's and its producer's tensor name), and
+        # any_name may be either: look each output up by all of them.
+        by_name = {name: value for port, value in results.items() for name in port.names}
         return [np.array(by_name[name]) for name in output_names]
 
     def execution_devices(self) -> list[str]:

@@ -13,7 +13,7 @@ from amanuensis.devices import CPU_EP, DeviceUnavailable, plan
 from amanuensis.engine import WhisperModel
 from amanuensis.evaluation import word_error_rate
 from amanuensis.placement import graph_placement
-from amanuensis.runtime import Encoder, RuntimeOptions
+from amanuensis.runtime import Decoder, Encoder, RuntimeOptions
 
 from .conftest import SAMPLE, SAMPLE_REFERENCE
 from .test_cli import run
@@ -97,6 +97,21 @@ def test_openvino_f32_matches_onnxruntime_on_the_fp32_encoder(tiny, mel_window) 
     for name, value in reference.items():
         np.testing.assert_allclose(ours[name], value, atol=2e-3, rtol=1e-3)
     assert ours and ours.keys() == reference.keys()
+
+
+@needs_openvino
+def test_openvino_f32_decoder_step_matches_onnxruntime(tiny, mel_window) -> None:
+    """Outputs are found by the graph's names (OpenVINO may also name a port after its producer)."""
+    cross = tiny.runtime.encoder(mel_window)
+    options = RuntimeOptions(threads=2, backend="openvino", device="cpu")
+    ours = Decoder(tiny.runtime.decoder(1).path, tiny.checkpoint.dims, options, batch=1)
+    reference = tiny.runtime.decoder(1)
+    ours_cache, reference_cache = ours.new_cache(), reference.new_cache()
+    for token in (tiny.tokenizer.sot, tiny.tokenizer.no_timestamps):
+        got = ours.step(np.array([token]), ours_cache, cross)
+        expected = reference.step(np.array([token]), reference_cache, cross)
+        np.testing.assert_allclose(got, expected, atol=2e-3, rtol=1e-3)
+    np.testing.assert_allclose(ours_cache.keys[3], reference_cache.keys[3], atol=2e-3, rtol=1e-3)
 
 
 @needs_openvino
