@@ -1,8 +1,8 @@
-"""Streaming over the validation set: confirmation delay per word, real-time factor, WER.
+"""Streaming over the validation set (or other manifests): confirmation delay per word, real-time factor, WER.
 
     python tools/stream_latency.py [--limit N] [--update-interval 1.0] [--agreement 3] [--trim-after 20]
                                    [--unsure-probability 0.5]
-                                   [--continuous] [--json out.json]
+                                   [--continuous] [--json out.json] [--manifest refs.tsv ...]
 
 Each clip is streamed with the default StreamOptions and compared with the offline
 transcription of the same clip decoded as the stream's final decode is (greedy, with Whisper's
@@ -20,6 +20,7 @@ import datetime
 import json
 import platform
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 from common import ROOT, VALIDATION_MANIFEST, model_parser
@@ -55,6 +56,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N clips only")
     parser.add_argument("--continuous", action="store_true", help="one stream of all clips, 0.5 s apart")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument(
+        "--manifest",
+        nargs="+",
+        default=[str(VALIDATION_MANIFEST)],
+        help="manifests to stream (default: the validation set; the calibration clips' refs.tsv files to try settings)",
+    )
     args = parser.parse_args()
     model = WhisperModel(
         WhisperCheckpoint.load(args.model), RuntimeOptions(precision=args.precision, threads=args.threads)
@@ -66,7 +73,7 @@ def main() -> None:
         lookahead_s=args.lookahead,
         trim_after_s=args.trim_after,
     )
-    entries = read_manifest(VALIDATION_MANIFEST)[: args.limit]
+    entries = [entry for manifest in args.manifest for entry in read_manifest(manifest)][: args.limit]
     delays: list[float] = []
     streamed, offline, offline_no_fallback, references = [], [], [], []
     no_fallback = replace(options, finish_temperatures=(0.0,))
@@ -97,6 +104,10 @@ def main() -> None:
         "unsure_probability": args.unsure_probability,
         "lookahead_s": args.lookahead,
         "trim_after_s": args.trim_after,
+        "manifests": [
+            str(Path(m).resolve().relative_to(ROOT)) if Path(m).resolve().is_relative_to(ROOT) else m
+            for m in args.manifest
+        ],
         "clips": len(entries),
         "continuous": args.continuous,
         "audio_s": round(duration, 1),
