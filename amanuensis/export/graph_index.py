@@ -1,0 +1,38 @@
+"""Producer and consumer lookups over an ONNX graph, for the rewrites that work on finished graphs
+(query chunks, quantized I/O, float attention scores)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+
+class GraphIndex:
+    """Who makes and who reads each tensor, as the graph stands when the index is built."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.producer = {out: node for node in graph.node for out in node.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.initializers = {i.name: i for i in graph.initializer}
+
+    def users(self, name: str) -> list[onnx.NodeProto]:
+        return self.consumers.get(name, [])
+
+    def single_consumer(self, name: str) -> onnx.NodeProto | None:
+        users = self.users(name)
+        return users[0] if len(users) == 1 else None
+
+    def scalar(self, name: str) -> np.ndarray | None:
+        """The value of a one-element initializer (a per-tensor scale or zero point), else None."""
+        init = self.initializers.get(name)
+        if init is None:
+            return None
+        value = numpy_helper.to_array(init)
+        return value if value.size == 1 else None
+
+    def is_scalar(self, name: str) -> bool:
+        return self.scalar(name) is not None
