@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,10 @@ import pytest
 from amanuensis.engine import WhisperModel, load_model
 from amanuensis.evaluation import ManifestEntry, read_manifest
 from amanuensis.runtime import RuntimeOptions
+
+needs_openvino = pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None, reason="openvino is not installed (pip install '.[openvino]')"
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 VALIDATION_MANIFEST = ROOT / "tests/data/validation/librispeech_test_other/refs.tsv"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
@@ -15,7 +14,7 @@ from amanuensis.evaluation import word_error_rate
 from amanuensis.placement import graph_placement
 from amanuensis.runtime import Decoder, Encoder, RuntimeOptions
 
-from .conftest import SAMPLE, SAMPLE_REFERENCE
+from .conftest import SAMPLE, SAMPLE_REFERENCE, needs_openvino
 from .test_cli import run
 
 HAS_NPU = any(e.hardware == "npu" for e in devices.list_devices())
@@ -80,11 +79,6 @@ def test_inspect_reports_nodes_per_ep() -> None:
     graphs = {p["graph"]: p for p in json.loads(result.stdout)}
     assert set(graphs) == {"encoder", "decoder"}
     assert all(CPU_EP in p["nodes_per_ep"] and p["int8_macs"] > 0 for p in graphs.values())
-
-
-needs_openvino = pytest.mark.skipif(
-    importlib.util.find_spec("openvino") is None, reason="openvino is not installed (pip install '.[openvino]')"
-)
 
 
 @needs_openvino

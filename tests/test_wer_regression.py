@@ -6,7 +6,6 @@ Baselines (tests/baselines/*.json) are measured numbers, refreshed deliberately 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -16,7 +15,7 @@ from amanuensis.evaluation import evaluate
 from amanuensis.quantize.pipeline import GATE_DECODING, GATE_MAX_DELTA
 from amanuensis.runtime import RuntimeOptions
 
-from .conftest import ROOT
+from .conftest import ROOT, needs_openvino
 
 BASELINES = ROOT / "tests/baselines"
 REGRESSION_POINTS = 0.5
@@ -51,7 +50,7 @@ def test_int8_gate(wers) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
+@needs_openvino
 def test_int8_gate_on_openvino(tiny, wers, validation) -> None:
     """The graphs the OpenVINO backend runs (the CPU table's, f32 pinned) pass the same gate.
 

@@ -14,6 +14,7 @@ from amanuensis import export
 from amanuensis.audio import load_audio, log_mel_spectrogram, pad_or_trim
 from amanuensis.engine import WhisperModel
 from amanuensis.evaluation import word_error_rate
+from amanuensis.export.graph_index import GraphIndex
 from amanuensis.quantize import build_int8_graph, load_table
 from amanuensis.quantize.analysis import compute_nodes, int8_node_names
 from amanuensis.quantize.report import MAX_SIZE_RATIO
@@ -71,18 +72,19 @@ def test_attention_scores_reach_the_softmax_in_float(tiny, int8_graphs, graph: s
     between it and its softmax. The attention contexts (probabilities × values) keep their output
     quantization, so the change is confined to the scores."""
     model = int8_graphs[graph]
-    producers = {out: node for node in model.graph.node for out in node.output}
-    consumers: dict[str, list[str]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node.op_type)
+    index = GraphIndex(model.graph)
+    producers = index.producer
+
+    def consumers(name: str) -> list[str]:
+        return [node.op_type for node in index.users(name)]
+
     layers = tiny.checkpoint.dims.n_audio_layer if graph == "encoder" else tiny.checkpoint.dims.n_text_layer
     pattern = re.compile(rf"{graph}/layer_\d+/({'|'.join(SCORE_MATMULS[graph])})$")
     scores = [n for n in model.graph.node if n.op_type == "MatMul" and pattern.search(n.name)]
     assert len(scores) == layers * len(SCORE_MATMULS[graph])
     for node in scores:
         assert all(producers[i].op_type == "DequantizeLinear" for i in node.input), node.name
-        assert consumers[node.output[0]] and "QuantizeLinear" not in consumers[node.output[0]], node.name
+        assert consumers(node.output[0]) and "QuantizeLinear" not in consumers(node.output[0]), node.name
     contexts = [
         n
         for n in model.graph.node
@@ -92,7 +94,7 @@ def test_attention_scores_reach_the_softmax_in_float(tiny, int8_graphs, graph: s
         and all(producers[i].op_type == "DequantizeLinear" for i in n.input if i in producers)
     ]
     assert contexts or graph == "encoder"  # the encoder keeps its probabilities × values in float
-    assert all("QuantizeLinear" in consumers[n.output[0]] for n in contexts)
+    assert all("QuantizeLinear" in consumers(n.output[0]) for n in contexts)
 
 
 @pytest.mark.parametrize("graph", ["encoder", "decoder"])
