@@ -81,6 +81,7 @@ def _add_stream_parser(commands) -> None:
 
     defaults = StreamOptions()
     interval, agreement, unsure = defaults.update_interval_s, defaults.agreement, defaults.unsure_probability
+    hold = defaults.unsure_hold_s
     st = commands.add_parser(
         "stream", help="live transcription of a file played in real time, or of PCM/wav piped to stdin ('-')"
     )
@@ -106,8 +107,14 @@ def _add_stream_parser(commands) -> None:
         "--unsure-probability",
         type=float,
         default=unsure,
-        help=f"a word the model gives less probability than this waits for one more agreeing update "
-        f"(default {unsure}; 0: every word needs only --agreement updates)",
+        help=f"a word the model gives less probability than this must be read the same for --unsure-hold "
+        f"seconds (default {unsure}; 0: every word needs only --agreement updates)",
+    )
+    st.add_argument(
+        "--unsure-hold",
+        type=float,
+        default=hold,
+        help=f"seconds of audio over which every update must read an unsure word the same (default {hold})",
     )
     st.add_argument(
         "--realtime-factor",
@@ -438,6 +445,7 @@ def _run_stream(args: argparse.Namespace) -> int:
             update_interval_s=args.update_interval,
             agreement=args.agreement,
             unsure_probability=args.unsure_probability,
+            unsure_hold_s=args.unsure_hold,
         )
         raw = AudioFormat(args.sample_rate, args.channels, "int16" if args.input_format == "s16le" else "float32")
     except ValueError as exc:

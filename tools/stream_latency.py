@@ -1,7 +1,7 @@
 """Streaming over the validation set (or other manifests): confirmation delay per word, real-time factor, WER.
 
     python tools/stream_latency.py [--limit N] [--update-interval 1.0] [--agreement 3] [--trim-after 20]
-                                   [--unsure-probability 0.5]
+                                   [--unsure-probability 0.4] [--unsure-hold 3.0]
                                    [--continuous] [--json out.json] [--manifest refs.tsv ...]
 
 Each clip is streamed with the default StreamOptions and compared with the offline
@@ -47,7 +47,10 @@ def main() -> None:
         "--unsure-probability",
         type=float,
         default=defaults.unsure_probability,
-        help="a word below this probability needs one more agreeing hypothesis",
+        help="a word below this probability must be read the same for --unsure-hold seconds",
+    )
+    parser.add_argument(
+        "--unsure-hold", type=float, default=defaults.unsure_hold_s, help="seconds an unsure word must be read the same"
     )
     parser.add_argument("--lookahead", type=float, default=defaults.lookahead_s, help="seconds after a word")
     parser.add_argument(
@@ -70,6 +73,7 @@ def main() -> None:
         update_interval_s=args.update_interval,
         agreement=args.agreement,
         unsure_probability=args.unsure_probability,
+        unsure_hold_s=args.unsure_hold,
         lookahead_s=args.lookahead,
         trim_after_s=args.trim_after,
     )
@@ -102,6 +106,7 @@ def main() -> None:
         "update_interval_s": args.update_interval,
         "agreement": args.agreement,
         "unsure_probability": args.unsure_probability,
+        "unsure_hold_s": args.unsure_hold,
         "lookahead_s": args.lookahead,
         "trim_after_s": args.trim_after,
         "manifests": [

@@ -4,9 +4,11 @@ The policy of Macháček et al. (whisper_streaming), n = 2 by default: the audio
 re-transcribed at every update; the longest common prefix of the newest hypothesis and the
 n − 1 before it (past what is already confirmed) becomes confirmed and never changes again; the
 rest is partial. A word the model itself is unsure of (a name, a rare word, speech in noise:
-its probability in either of the latest two hypotheses is below a threshold) needs one more
-agreeing hypothesis: those are the words a reading of more audio is most likely to change, while
-the sure ones keep LocalAgreement-n's delay.
+its probability in either of the latest two hypotheses is below a threshold) must instead be read
+the same by every hypothesis made over a few seconds of audio: a short buffer can misread such a
+word the same way two or three times in a row ("Let the forms" where the whole sentence gives
+"that the forms"), and only a reading of clearly more audio settles it, while the sure words keep
+LocalAgreement-n's delay.
 
 Words are matched by text, not by time: Whisper gives timestamps per segment only, so a word's
 time here is an estimate (its segment's span shared out by characters) that moves as a segment
@@ -20,6 +22,7 @@ import re
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from rapidfuzz.distance import Levenshtein
 
@@ -29,6 +32,7 @@ _NOT_WORD = re.compile(r"[^\w']+")
 # (rewording: "whom so ever" / "whomsoever"). The search for confirmed words stops there, so a
 # repetition loop later in a hypothesis cannot pass for them.
 REWORDING_SLACK = 4
+_SAME_TIME_S = 1e-6  # hypothesis times closer than this are the same moment of the stream
 
 
 @dataclass(frozen=True)
@@ -104,48 +108,71 @@ def _all_say(tails: Sequence[list[Word]], position: int, word: Word) -> bool:
     return all(position < len(tail) and tail[position].key == word.key for tail in tails)
 
 
+class _Tail(NamedTuple):
+    at: float  # seconds of stream audio when the hypothesis was made
+    words: list[Word]  # its words past the confirmed ones
+
+
 class LocalAgreement:
     """Confirmed and partial words of the audio currently in the buffer."""
 
-    def __init__(self, hypotheses: int = 2, unsure_below: float = 0.0) -> None:
-        """``hypotheses`` must agree on a word (StreamOptions checks ≥ 2), one more on a word that
-        either of the latest two gives less than ``unsure_below`` probability."""
+    def __init__(self, hypotheses: int = 2, unsure_below: float = 0.0, unsure_hold_s: float = 0.0) -> None:
+        """``hypotheses`` must agree on a word (StreamOptions checks ≥ 2); a word that either of the
+        latest two gives less than ``unsure_below`` probability must be read the same by hypotheses
+        spanning at least ``unsure_hold_s`` seconds of audio (and by at least ``hypotheses``)."""
         self.hypotheses = hypotheses
         self.unsure_below = unsure_below
+        self.unsure_hold_s = unsure_hold_s
         self.in_buffer: list[Word] = []  # confirmed words whose audio is still in the buffer
         self.partial: list[Word] = []  # the latest hypothesis past the confirmed words
-        # The partial tails of the hypotheses before the latest one, oldest first.
-        self._earlier: deque[list[Word]] = deque(maxlen=hypotheses - 1)
+        self._partial_at: float | None = None  # when the latest hypothesis was made (None: none yet)
+        # The partial tails of earlier hypotheses, oldest first: the latest ``hypotheses - 1``
+        # and, for unsure words, those since the newest one made at least the hold span ago.
+        self._earlier: deque[_Tail] = deque()
 
-    def update(self, hypothesis: list[Word], settled_before: float = float("inf")) -> list[Word]:
-        """Take a new hypothesis of the whole buffer; returns the words it newly confirms.
+    def update(self, hypothesis: list[Word], at: float, settled_before: float = float("inf")) -> list[Word]:
+        """Take a new hypothesis of the whole buffer, made at ``at`` seconds of stream audio;
+        returns the words it newly confirms.
 
         Only words ending before ``settled_before`` (seconds) may be confirmed: a word needs
         some audio after it before the model's reading of it can be trusted.
         """
         start = skip_confirmed(self.in_buffer, hypothesis)
         fresh = hypothesis[start:]
+        history = [*self._earlier, *([_Tail(self._partial_at, self.partial)] if self._partial_at is not None else [])]
+        latest = [tail.words for tail in history[1 - self.hypotheses :]]
+        # An unsure word needs the same reading from a hypothesis at least unsure_hold_s old
+        # (the newest such one) and from every hypothesis since.
+        held_since = at - self.unsure_hold_s
+        old_enough = [i for i, tail in enumerate(history) if tail.at <= held_since + _SAME_TIME_S]
+        held = [tail.words for tail in history[old_enough[-1] :]] if old_enough else None
         agreed = 0
-        tails = [*self._earlier, self.partial]
         for position, new in enumerate(fresh):
-            if new.end > settled_before or not _all_say(tails[1 - self.hypotheses :], position, new):
+            if new.end > settled_before or len(latest) < self.hypotheses - 1 or not _all_say(latest, position, new):
                 break
-            unsure = min(new.probability, tails[-1][position].probability) < self.unsure_below
-            if unsure and not _all_say(tails[-self.hypotheses :], position, new):
+            unsure = min(new.probability, latest[-1][position].probability) < self.unsure_below
+            if unsure and (held is None or not _all_say(held, position, new)):
                 break
             agreed += 1
         # Keep the newest wording and times of confirmed audio, unless this hypothesis lost words
         # of it: then the count of confirmed words must not shrink, or they would be confirmed twice.
         repeated = hypothesis[:start] if start >= len(self.in_buffer) else self.in_buffer
         self.in_buffer = [*repeated, *fresh[:agreed]]
-        self._earlier.append(self.partial)  # drops the oldest (keeps nothing for LocalAgreement-2)
-        self._earlier = deque((tail[agreed:] for tail in self._earlier), maxlen=self._earlier.maxlen)
+        self._earlier = deque(_Tail(tail.at, tail.words[agreed:]) for tail in history)
+        # Forget what no later update can need: beyond the latest hypotheses - 1, only the newest
+        # tail made at least the hold span ago and those after it.
+        while len(self._earlier) > self.hypotheses - 1 and (
+            len(self._earlier) < 2 or self._earlier[1].at <= held_since + _SAME_TIME_S
+        ):
+            self._earlier.popleft()
         self.partial = fresh[agreed:]
+        self._partial_at = at
         return fresh[:agreed]
 
     def forget_partial(self) -> None:
         """The audio of the unconfirmed words is gone (dropped as silence)."""
         self.partial = []
+        self._partial_at = None
         self._earlier.clear()
 
     def confirm_partial(self) -> list[Word]:

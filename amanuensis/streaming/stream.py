@@ -3,7 +3,7 @@
 Every ``update_interval_s`` of new audio the buffer (everything since the last cut) is
 transcribed again; LocalAgreement-2 confirms the words two consecutive hypotheses share (three
 with ``agreement=3``: later, closer to an offline reading), and a word the model gives less than
-``unsure_probability`` waits for one more. A hypothesis that fails Whisper's
+``unsure_probability`` must be read the same for ``unsure_hold_s`` of audio. A hypothesis that fails Whisper's
 own checks (a repetition loop, a low average log-probability) takes no part: confirming from
 it would make its errors permanent. The buffer is cut at the end of a confirmed segment once it
 is longer than ``trim_after_s``, and the text cut away becomes the prompt, so memory and the
@@ -69,8 +69,10 @@ class StreamOptions:
     lookahead_s: float = 0.5  # audio that must follow a word (by its estimated end) before it is confirmed
     agreement: int = 2  # consecutive hypotheses that must agree on a word (LocalAgreement-n)
     # A word the model is unsure of (probability below this in either of the latest two
-    # hypotheses: names, rare words, noise) needs one more agreeing hypothesis. 0 = off.
-    unsure_probability: float = 0.5
+    # hypotheses: names, rare words, noise) must be read the same by every hypothesis over at
+    # least unsure_hold_s seconds of audio. 0 = off.
+    unsure_probability: float = 0.4
+    unsure_hold_s: float = 3.0  # seconds of audio over which the hypotheses must agree on an unsure word
     beam_size: int | None = None  # None/1 = greedy, so an update fits in the interval on a CPU
     # Fallback ladder of an update. A hypothesis that fails Whisper's checks at its last
     # temperature (too repetitive, too unsure) is not used: the next update tries again.
@@ -98,6 +100,8 @@ class StreamOptions:
             raise ValueError(f"agreement needs at least 2 hypotheses, got {self.agreement}")
         if not 0 <= self.unsure_probability <= 1:
             raise ValueError("unsure_probability is a probability (0 … 1)")
+        if self.unsure_hold_s < 0:
+            raise ValueError("unsure_hold_s must not be negative")
         if not 0 < self.trim_after_s <= self.max_buffer_s < WINDOW_S - self.update_interval_s:
             raise ValueError(
                 f"need 0 < trim_after_s ≤ max_buffer_s < {WINDOW_S:.0f} s − update_interval_s "
@@ -159,7 +163,9 @@ class TranscriptionStream:
         self._buffer = np.zeros(0, np.float32)
         self._buffer_start = 0  # stream sample index of buffer[0]
         self._since_update = 0  # samples fed since the last update
-        self._agreement = LocalAgreement(self.options.agreement, self.options.unsure_probability)
+        self._agreement = LocalAgreement(
+            self.options.agreement, self.options.unsure_probability, self.options.unsure_hold_s
+        )
         self._hypothesis: list[Word] = []  # the latest transcription of the buffer
         self._prompt = ""  # tail of the confirmed text already cut from the buffer
         self._language = self.options.language
@@ -264,7 +270,7 @@ class TranscriptionStream:
                 self._rejected += 1
             else:
                 self._hypothesis = hypothesis
-                confirmed = self._agreement.update(hypothesis, self._now() - self.options.lookahead_s)
+                confirmed = self._agreement.update(hypothesis, self._now(), self._now() - self.options.lookahead_s)
             if final:
                 confirmed += self._agreement.confirm_partial()
             if confirmed:

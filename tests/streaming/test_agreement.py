@@ -13,6 +13,17 @@ def words(text: str, start: float = 0.0, end: float | None = None) -> list[Word]
     return split_words(text, start, end if end is not None else start + len(text) / 10, 0)
 
 
+class Updates:
+    """Hands hypotheses to an agreement one update interval apart, as a stream does."""
+
+    def __init__(self, agreement: LocalAgreement, interval_s: float = 0.75) -> None:
+        self.agreement, self.interval_s, self.at = agreement, interval_s, 0.0
+
+    def __call__(self, hypothesis: list[Word]) -> list[Word]:
+        self.at += self.interval_s
+        return self.agreement.update(hypothesis, self.at)
+
+
 def test_split_words_shares_the_segment_span_by_characters() -> None:
     got = split_words(" a bbb cccccc", 1.0, 2.0, 3)
     assert [w.text for w in got] == [" a", " bbb", " cccccc"]
@@ -33,66 +44,97 @@ def test_a_word_probability_is_the_product_of_its_tokens() -> None:
 
 def test_a_word_is_confirmed_when_two_hypotheses_agree_on_it() -> None:
     agreement = LocalAgreement()
-    assert agreement.update(words(" If the")) == []
+    update = Updates(agreement)
+    assert update(words(" If the")) == []
     assert [w.text for w in agreement.partial] == [" If", " the"]
-    confirmed = agreement.update(words(" If the reader"))
+    confirmed = update(words(" If the reader"))
     assert [w.text for w in confirmed] == [" If", " the"]
     # The confirmed words are repeated at the start of the next hypothesis: not confirmed again;
     # case and punctuation may change.
-    assert [w.text for w in agreement.update(words(" if the reader will."))] == [" reader"]
-    assert [w.text for w in agreement.update(words(" If the reader will excuse"))] == [" will"]
+    assert [w.text for w in update(words(" if the reader will."))] == [" reader"]
+    assert [w.text for w in update(words(" If the reader will excuse"))] == [" will"]
     assert [w.text for w in agreement.confirm_partial()] == [" excuse"]
 
 
 def test_three_hypotheses_must_agree_when_asked_to() -> None:
     agreement = LocalAgreement(hypotheses=3)
-    agreement.update(words(" the reader"))
-    assert agreement.update(words(" the reader will")) == []  # two agree: not enough
+    update = Updates(agreement)
+    update(words(" the reader"))
+    assert update(words(" the reader will")) == []  # two agree: not enough
     # The third hypothesis agrees with both earlier ones on " the" only.
-    assert [w.text for w in agreement.update(words(" the leader will excuse"))] == [" the"]
-    assert [w.text for w in agreement.update(words(" the leader will excuse me"))] == []
-    assert [w.text for w in agreement.update(words(" the leader will excuse me."))] == [" leader", " will", " excuse"]
+    assert [w.text for w in update(words(" the leader will excuse"))] == [" the"]
+    assert [w.text for w in update(words(" the leader will excuse me"))] == []
+    assert [w.text for w in update(words(" the leader will excuse me."))] == [" leader", " will", " excuse"]
     assert [w.text for w in agreement.partial] == [" me."]
     agreement.forget_partial()  # e.g. the audio was dropped as silence: the count starts again
-    assert agreement.update(words(" the leader will excuse me now")) == []
-    assert agreement.update(words(" the leader will excuse me now")) == []
-    assert [w.text for w in agreement.update(words(" the leader will excuse me now"))] == [" me", " now"]
+    assert update(words(" the leader will excuse me now")) == []
+    assert update(words(" the leader will excuse me now")) == []
+    assert [w.text for w in update(words(" the leader will excuse me now"))] == [" me", " now"]
 
 
 def unsure(hypothesis: list[Word], *texts: str) -> list[Word]:
     return [replace(w, probability=0.2) if w.text in texts else w for w in hypothesis]
 
 
-def test_an_unsure_word_waits_for_a_third_hypothesis() -> None:
-    agreement = LocalAgreement(hypotheses=2, unsure_below=0.5)
-    agreement.update(unsure(words(" Mister Ines said"), " Ines"))
-    # Two hypotheses agree on all three words; " Ines" is unsure, so it and what follows wait.
-    assert [w.text for w in agreement.update(unsure(words(" Mister Ines said so"), " Ines"))] == [" Mister"]
-    assert [w.text for w in agreement.update(words(" Mister Ines said so."))] == [" Ines", " said", " so."]
+def test_an_unsure_word_waits_until_readings_over_the_hold_span_agree() -> None:
+    agreement = LocalAgreement(hypotheses=2, unsure_below=0.5, unsure_hold_s=2.0)
+    update = Updates(agreement)  # hypotheses at 0.75, 1.5, 2.25, … s
+    hypothesis = unsure(words(" Mister Ines said so"), " Ines")
+    update(hypothesis)
+    # Two hypotheses agree on every word; " Ines" is unsure, so it and what follows wait.
+    assert [w.text for w in update(hypothesis)] == [" Mister"]
+    assert update(hypothesis) == []  # readings at 0.75 … 2.25 s: 1.5 s, short of the 2 s hold
+    # The reading at 0.75 s is 2.25 s old now: every reading since agrees.
+    assert [w.text for w in update(hypothesis)] == [" Ines", " said", " so"]
 
 
-def test_an_unsure_word_that_changes_is_never_confirmed() -> None:
-    agreement = LocalAgreement(hypotheses=2, unsure_below=0.5)
-    agreement.update(unsure(words(" Missus Ines"), " Missus"))
-    assert agreement.update(unsure(words(" Missus Ines said"), " Missus")) == []
-    assert agreement.update(words(" Miss Eens said")) == []  # the third reading differs
+def test_an_unsure_word_is_confirmed_like_any_other_once_the_model_is_sure() -> None:
+    agreement = LocalAgreement(hypotheses=2, unsure_below=0.5, unsure_hold_s=2.0)
+    update = Updates(agreement)
+    update(unsure(words(" Mister Ines said"), " Ines"))
+    assert [w.text for w in update(words(" Mister Ines said so"))] == [" Mister"]  # unsure in the previous one
+    assert [w.text for w in update(words(" Mister Ines said so."))] == [" Ines", " said", " so."]
+
+
+def test_an_unsure_word_that_changes_waits_for_a_new_hold_span() -> None:
+    agreement = LocalAgreement(hypotheses=2, unsure_below=0.5, unsure_hold_s=1.5)
+    update = Updates(agreement)
+    update(unsure(words(" Missus Ines"), " Missus"))
+    assert update(unsure(words(" Missus Ines said"), " Missus")) == []
+    assert update(unsure(words(" Miss Eens said"), " Miss")) == []  # the third reading differs
+    assert update(unsure(words(" Miss Eens said"), " Miss")) == []  # " Miss" read for 0.75 s only
     assert [w.text for w in agreement.partial] == [" Miss", " Eens", " said"]
+    assert [w.text for w in update(unsure(words(" Miss Eens said"), " Miss"))] == [" Miss", " Eens", " said"]
+
+
+def test_silence_restarts_the_hold_span() -> None:
+    agreement = LocalAgreement(hypotheses=2, unsure_below=0.5, unsure_hold_s=1.5)
+    update = Updates(agreement)
+    hypothesis = unsure(words(" Ines"), " Ines")
+    update(hypothesis)
+    update(hypothesis)
+    agreement.forget_partial()  # the audio was dropped as silence
+    update(hypothesis)
+    assert update(hypothesis) == []
+    assert [w.text for w in update(hypothesis)] == [" Ines"]
 
 
 def test_disagreement_confirms_nothing_past_the_first_difference() -> None:
     agreement = LocalAgreement()
-    agreement.update(words(" the reader will"))
-    assert [w.text for w in agreement.update(words(" the leader will"))] == [" the"]
+    update = Updates(agreement)
+    update(words(" the reader will"))
+    assert [w.text for w in update(words(" the leader will"))] == [" the"]
     assert [w.text for w in agreement.partial] == [" leader", " will"]
 
 
 def test_words_dropped_from_a_hypothesis_are_not_confirmed_twice() -> None:
     agreement = LocalAgreement()
-    agreement.update(words(" a b c d"))
-    agreement.update(words(" a b c d"))  # all four confirmed
-    assert agreement.update(words(" a b c")) == []  # the model lost "d" this time
-    agreement.update(words(" a b c d e"))
-    confirmed = agreement.update(words(" a b c d e f"))
+    update = Updates(agreement)
+    update(words(" a b c d"))
+    update(words(" a b c d"))  # all four confirmed
+    assert update(words(" a b c")) == []  # the model lost "d" this time
+    update(words(" a b c d e"))
+    confirmed = update(words(" a b c d e f"))
     assert [w.text for w in confirmed] == [" e"]
 
 
@@ -101,13 +143,14 @@ def test_a_repetition_loop_cannot_pass_for_confirmed_words() -> None:
     the loop marked the loop as confirmed audio, and the words after it were never confirmed."""
     said = " that he makes any court to me and I know no young woman"
     agreement = LocalAgreement()
-    agreement.update(words(said))
-    agreement.update(words(said))
+    update = Updates(agreement)
+    update(words(said))
+    update(words(said))
     loop = words(" and I know that he is a human." * 6)
     assert skip_confirmed(agreement.in_buffer, loop) <= len(agreement.in_buffer) + REWORDING_SLACK
-    agreement.update(loop)
-    agreement.update(words(said + " in the country"))
-    confirmed = agreement.update(words(said + " in the country that he does"))
+    update(loop)
+    update(words(said + " in the country"))
+    confirmed = update(words(said + " in the country that he does"))
     assert [w.text for w in confirmed] == [" in", " the", " country"]
 
 
@@ -129,7 +172,8 @@ def test_alignment_falls_back_to_time_when_no_word_matches() -> None:
 
 def test_cut_moves_confirmed_words_out_of_the_buffer() -> None:
     agreement = LocalAgreement()
-    agreement.update(words(" one two three"))
-    agreement.update(words(" one two three four"))
+    update = Updates(agreement)
+    update(words(" one two three"))
+    update(words(" one two three four"))
     assert [w.text for w in agreement.cut(2)] == [" one", " two"]
     assert [w.text for w in agreement.in_buffer] == [" three"]
