@@ -161,9 +161,7 @@ class LocalAgreement:
         self._earlier = deque(_Tail(tail.at, tail.words[agreed:]) for tail in history)
         # Forget what no later update can need: beyond the latest hypotheses - 1, only the newest
         # tail made at least the hold span ago and those after it.
-        while len(self._earlier) > self.hypotheses - 1 and (
-            len(self._earlier) < 2 or self._earlier[1].at <= held_since + _SAME_TIME_S
-        ):
+        while len(self._earlier) > max(self.hypotheses - 1, 1) and self._earlier[1].at <= held_since + _SAME_TIME_S:
             self._earlier.popleft()
         self.partial = fresh[agreed:]
         self._partial_at = at
