@@ -124,11 +124,15 @@ class LocalAgreement:
         self.unsure_below = unsure_below
         self.unsure_hold_s = unsure_hold_s
         self.in_buffer: list[Word] = []  # confirmed words whose audio is still in the buffer
-        self.partial: list[Word] = []  # the latest hypothesis past the confirmed words
-        self._partial_at: float | None = None  # when the latest hypothesis was made (None: none yet)
-        # The partial tails of earlier hypotheses, oldest first: the latest ``hypotheses - 1``
-        # and, for unsure words, those since the newest one made at least the hold span ago.
-        self._earlier: deque[_Tail] = deque()
+        # The partial tails of the hypotheses, oldest first, the latest last: the latest
+        # ``hypotheses`` and, for unsure words, those since the newest one made at least the hold
+        # span before the latest.
+        self._tails: deque[_Tail] = deque()
+
+    @property
+    def partial(self) -> list[Word]:
+        """The latest hypothesis past the confirmed words."""
+        return self._tails[-1].words if self._tails else []
 
     def update(self, hypothesis: list[Word], at: float, settled_before: float = float("inf")) -> list[Word]:
         """Take a new hypothesis of the whole buffer, made at ``at`` seconds of stream audio;
@@ -139,7 +143,7 @@ class LocalAgreement:
         """
         start = skip_confirmed(self.in_buffer, hypothesis)
         fresh = hypothesis[start:]
-        history = [*self._earlier, *([_Tail(self._partial_at, self.partial)] if self._partial_at is not None else [])]
+        history = list(self._tails)  # oldest first; the latest hypothesis before this one last
         latest = [tail.words for tail in history[1 - self.hypotheses :]]
         # An unsure word needs the same reading from a hypothesis at least unsure_hold_s old
         # (the newest such one) and from every hypothesis since.
@@ -158,20 +162,17 @@ class LocalAgreement:
         # of it: then the count of confirmed words must not shrink, or they would be confirmed twice.
         repeated = hypothesis[:start] if start >= len(self.in_buffer) else self.in_buffer
         self.in_buffer = [*repeated, *fresh[:agreed]]
-        self._earlier = deque(_Tail(tail.at, tail.words[agreed:]) for tail in history)
-        # Forget what no later update can need: beyond the latest hypotheses - 1, only the newest
+        self._tails = deque(_Tail(tail.at, tail.words[agreed:]) for tail in history)
+        self._tails.append(_Tail(at, fresh[agreed:]))
+        # Forget what no later update can need: beyond the latest hypotheses, only the newest
         # tail made at least the hold span ago and those after it.
-        while len(self._earlier) > max(self.hypotheses - 1, 1) and self._earlier[1].at <= held_since + _SAME_TIME_S:
-            self._earlier.popleft()
-        self.partial = fresh[agreed:]
-        self._partial_at = at
+        while len(self._tails) > max(self.hypotheses, 2) and self._tails[1].at <= held_since + _SAME_TIME_S:
+            self._tails.popleft()
         return fresh[:agreed]
 
     def forget_partial(self) -> None:
         """The audio of the unconfirmed words is gone (dropped as silence)."""
-        self.partial = []
-        self._partial_at = None
-        self._earlier.clear()
+        self._tails.clear()
 
     def confirm_partial(self) -> list[Word]:
         """End of stream (or a forced cut): the latest hypothesis is all there is; confirm it."""
