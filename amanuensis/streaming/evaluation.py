@@ -8,23 +8,54 @@ minus the end of the word in the audio.
 Word ends come from the offline transcription of the same audio: Whisper's segment timestamps,
 each segment's span shared out over its words by characters (there are no word-level
 alignments for these clips). They are estimates, good to a few hundred milliseconds.
+
+A run also records every call the stream made to its agreement, so that other agreement
+settings can be replayed on it (``replay``) without decoding again: until the buffer is cut
+short (past ``trim_after_s``) and confirmed text becomes the prompt, the hypotheses do not depend
+on the agreement, and the replay confirms what a real run would, at the same updates.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from amanuensis.audio import SAMPLE_RATE
-from amanuensis.streaming.agreement import Word, split_words
+from amanuensis.streaming.agreement import LocalAgreement, Word, split_words
 from amanuensis.streaming.stream import CONFIRMED, StreamEvent, StreamOptions, TranscriptionStream
 
 if TYPE_CHECKING:
     from amanuensis.engine import WhisperModel
+
+
+class RecordingAgreement(LocalAgreement):
+    """The stream's LocalAgreement, writing down every call made to it (for ``replay``)."""
+
+    def __init__(self, options: StreamOptions) -> None:
+        super().__init__(options.agreement, options.unsure_probability, options.unsure_hold_s)
+        self.calls: list[tuple] = []
+
+    def update(self, hypothesis: list[Word], at: float, settled_before: float = float("inf")) -> list[Word]:
+        self.calls.append(("update", hypothesis, at, settled_before))
+        return super().update(hypothesis, at, settled_before)
+
+    def forget_partial(self) -> None:
+        self.calls.append(("forget_partial",))
+        super().forget_partial()
+
+    def confirm_partial(self) -> list[Word]:
+        self.calls.append(("confirm_partial",))
+        return super().confirm_partial()
+
+    def cut(self, words: int) -> list[Word]:
+        # None: every confirmed word went (silence dropped, end of stream), whatever their number
+        # under other settings; a count: a trim, which depends on this run's confirmations.
+        self.calls.append(("cut", None if words >= len(self.in_buffer) else words))
+        return super().cut(words)
 
 
 @dataclass(frozen=True)
@@ -33,6 +64,14 @@ class StreamRun:
     duration: float  # seconds of audio
     compute: list[float]  # seconds spent in each feed/finish call
     shown_at: list[float]  # for each event: seconds after the stream began when a real-time loop would show it
+    arrived: list[float] = field(default_factory=list)  # per feed/finish call: seconds of audio fed by its end
+    calls: list[tuple] = field(default_factory=list)  # the agreement calls, in order (RecordingAgreement)
+    calls_by_feed: list[int] = field(default_factory=list)  # per feed/finish call: agreement calls made by its end
+
+    @property
+    def replayable(self) -> bool:
+        """Other agreement settings replay exactly: the buffer was never trimmed."""
+        return not any(call[0] == "cut" and call[1] is not None for call in self.calls)
 
     @property
     def confirmed_words(self) -> list[tuple[Word, float]]:
@@ -52,10 +91,14 @@ def run_stream(model: WhisperModel, samples: np.ndarray, options: StreamOptions 
     """Stream ``samples`` (16 kHz mono) through a fresh stream, timing every update."""
     options = options or StreamOptions()
     stream = TranscriptionStream(model, options)
+    agreement = RecordingAgreement(options)
+    stream._agreement = agreement  # the same rules, and a record of their use
     step = round(options.update_interval_s * SAMPLE_RATE)
     events: list[StreamEvent] = []
     compute: list[float] = []
     shown_at: list[float] = []
+    arrivals: list[float] = []
+    calls_by_feed: list[int] = []
     finished_at = 0.0
     for start in [*range(0, len(samples), step), None]:
         began = time.perf_counter()
@@ -67,10 +110,39 @@ def run_stream(model: WhisperModel, samples: np.ndarray, options: StreamOptions 
             arrived = min(start + step, len(samples)) / SAMPLE_RATE
         spent = time.perf_counter() - began
         compute.append(spent)
+        arrivals.append(arrived)
+        calls_by_feed.append(len(agreement.calls))
         finished_at = max(arrived, finished_at) + spent
         events += new
         shown_at += [finished_at] * len(new)
-    return StreamRun(events, len(samples) / SAMPLE_RATE, compute, shown_at)
+    return StreamRun(events, len(samples) / SAMPLE_RATE, compute, shown_at, arrivals, agreement.calls, calls_by_feed)
+
+
+def replay(run: StreamRun, options: StreamOptions) -> StreamRun:
+    """The confirmed events a stream with ``options``' agreement settings would have given on
+    ``run``'s hypotheses, shown on ``run``'s update times (exact when ``run.replayable``)."""
+    agreement = LocalAgreement(options.agreement, options.unsure_probability, options.unsure_hold_s)
+    events: list[StreamEvent] = []
+    shown_at: list[float] = []
+    done, finished_at = 0, 0.0
+    for arrived, spent, calls_so_far in zip(run.arrived, run.compute, run.calls_by_feed, strict=True):
+        finished_at = max(arrived, finished_at) + spent
+        for name, *args in run.calls[done:calls_so_far]:
+            words: list[Word] = []
+            if name == "update":
+                words = agreement.update(*args)
+            elif name == "confirm_partial":
+                words = agreement.confirm_partial()
+            elif name == "forget_partial":
+                agreement.forget_partial()
+            else:
+                agreement.cut(len(agreement.in_buffer) if args[0] is None else args[0])
+            if words:
+                text = "".join(w.text for w in words)
+                events.append(StreamEvent(CONFIRMED, words[0].start, words[-1].end, text, arrived, tuple(words)))
+                shown_at.append(finished_at)
+        done = calls_so_far
+    return StreamRun(events, run.duration, run.compute, shown_at, run.arrived, run.calls, run.calls_by_feed)
 
 
 def offline_words(model: WhisperModel, samples: np.ndarray, options: StreamOptions) -> list[Word]:

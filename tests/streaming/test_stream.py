@@ -110,7 +110,8 @@ def test_unsure_words_wait_for_the_hold_span(tiny_int8: WhisperModel, speech: np
     plain = confirmations(StreamOptions(unsure_probability=0.0))
     # Every word is unsure below probability 1: with a hold of two update intervals, agreement 2
     # then waits as agreement 3 does; a longer hold waits longer.
-    everything_unsure = confirmations(StreamOptions(unsure_probability=1.0, unsure_hold_s=1.5))
+    two_intervals = 2 * StreamOptions().update_interval_s
+    everything_unsure = confirmations(StreamOptions(unsure_probability=1.0, unsure_hold_s=two_intervals))
     three = confirmations(StreamOptions(agreement=3, unsure_probability=0.0))
     held_longer = confirmations(StreamOptions(unsure_probability=1.0, unsure_hold_s=3.0))
     first = [first_confirmation(events) for events in (plain, everything_unsure, three, held_longer)]
