@@ -52,8 +52,8 @@ class RecordingAgreement(LocalAgreement):
         return super().confirm_partial()
 
     def cut(self, words: int) -> list[Word]:
-        # None: every confirmed word went (silence dropped, end of stream), whatever their number
-        # under other settings; a count: a trim, which depends on this run's confirmations.
+        # None: every confirmed word went, whatever their number under other settings (silence
+        # dropped, the end of the stream, or a trim that cut them all).
         self.calls.append(("cut", None if words >= len(self.in_buffer) else words))
         return super().cut(words)
 
@@ -67,11 +67,12 @@ class StreamRun:
     arrived: list[float] = field(default_factory=list)  # per feed/finish call: seconds of audio fed by its end
     calls: list[tuple] = field(default_factory=list)  # the agreement calls, in order (RecordingAgreement)
     calls_by_feed: list[int] = field(default_factory=list)  # per feed/finish call: agreement calls made by its end
+    trimmed: bool = False  # the buffer was cut before the end: later hypotheses depended on this run's confirmations
 
     @property
     def replayable(self) -> bool:
         """Other agreement settings replay exactly: the buffer was never trimmed."""
-        return not any(call[0] == "cut" and call[1] is not None for call in self.calls)
+        return not self.trimmed
 
     @property
     def confirmed_words(self) -> list[tuple[Word, float]]:
@@ -100,9 +101,11 @@ def run_stream(model: WhisperModel, samples: np.ndarray, options: StreamOptions 
     arrivals: list[float] = []
     calls_by_feed: list[int] = []
     finished_at = 0.0
+    trimmed = False
     for start in [*range(0, len(samples), step), None]:
         began = time.perf_counter()
         if start is None:
+            trimmed = stream.stats.transcribed_samples > 0  # before the end, only a trim cuts transcribed audio
             new = stream.finish()
             arrived = len(samples) / SAMPLE_RATE
         else:
@@ -115,12 +118,17 @@ def run_stream(model: WhisperModel, samples: np.ndarray, options: StreamOptions 
         finished_at = max(arrived, finished_at) + spent
         events += new
         shown_at += [finished_at] * len(new)
-    return StreamRun(events, len(samples) / SAMPLE_RATE, compute, shown_at, arrivals, agreement.calls, calls_by_feed)
+    duration = len(samples) / SAMPLE_RATE
+    return StreamRun(events, duration, compute, shown_at, arrivals, agreement.calls, calls_by_feed, trimmed)
 
 
 def replay(run: StreamRun, options: StreamOptions) -> StreamRun:
     """The confirmed events a stream with ``options``' agreement settings would have given on
-    ``run``'s hypotheses, shown on ``run``'s update times (exact when ``run.replayable``)."""
+    ``run``'s hypotheses, shown on ``run``'s update times (exact when ``run.replayable``).
+
+    Only the agreement settings (``agreement``, ``unsure_probability``, ``unsure_hold_s``) are
+    replayed; the update interval and lookahead are the run's own.
+    """
     agreement = LocalAgreement(options.agreement, options.unsure_probability, options.unsure_hold_s)
     events: list[StreamEvent] = []
     shown_at: list[float] = []
@@ -142,7 +150,9 @@ def replay(run: StreamRun, options: StreamOptions) -> StreamRun:
                 events.append(StreamEvent(CONFIRMED, words[0].start, words[-1].end, text, arrived, tuple(words)))
                 shown_at.append(finished_at)
         done = calls_so_far
-    return StreamRun(events, run.duration, run.compute, shown_at, run.arrived, run.calls, run.calls_by_feed)
+    return StreamRun(
+        events, run.duration, run.compute, shown_at, run.arrived, run.calls, run.calls_by_feed, run.trimmed
+    )
 
 
 def offline_words(model: WhisperModel, samples: np.ndarray, options: StreamOptions) -> list[Word]:
