@@ -80,7 +80,7 @@ def main() -> None:
             recordings[interval, variant].append(
                 (run_stream(model, samples, options), offline_words(model, samples, options))
             )
-    unfollowed = sum(not run.replayable for group in recordings.values() for run, _ in group)
+    unfollowed = sum(run.trimmed for group in recordings.values() for run, _ in group)
     if unfollowed:
         print(f"note: {unfollowed} recordings were trimmed by the stream; their replays are approximate")
     rows = []

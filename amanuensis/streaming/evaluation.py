@@ -67,12 +67,9 @@ class StreamRun:
     arrived: list[float] = field(default_factory=list)  # per feed/finish call: seconds of audio fed by its end
     calls: list[tuple] = field(default_factory=list)  # the agreement calls, in order (RecordingAgreement)
     calls_by_feed: list[int] = field(default_factory=list)  # per feed/finish call: agreement calls made by its end
-    trimmed: bool = False  # the buffer was cut before the end: later hypotheses depended on this run's confirmations
-
-    @property
-    def replayable(self) -> bool:
-        """Other agreement settings replay exactly: the buffer was never trimmed."""
-        return not self.trimmed
+    # The buffer was cut before the end: later hypotheses depended on this run's confirmations,
+    # so other agreement settings do not replay exactly.
+    trimmed: bool = False
 
     @property
     def confirmed_words(self) -> list[tuple[Word, float]]:
@@ -95,12 +92,10 @@ def run_stream(model: WhisperModel, samples: np.ndarray, options: StreamOptions 
     agreement = RecordingAgreement(options)
     stream._agreement = agreement  # the same rules, and a record of their use
     step = round(options.update_interval_s * SAMPLE_RATE)
-    events: list[StreamEvent] = []
+    events_by_feed: list[list[StreamEvent]] = []
     compute: list[float] = []
-    shown_at: list[float] = []
     arrivals: list[float] = []
     calls_by_feed: list[int] = []
-    finished_at = 0.0
     trimmed = False
     for start in [*range(0, len(samples), step), None]:
         began = time.perf_counter()
@@ -111,20 +106,30 @@ def run_stream(model: WhisperModel, samples: np.ndarray, options: StreamOptions 
         else:
             new = stream.feed(samples[start : start + step])
             arrived = min(start + step, len(samples)) / SAMPLE_RATE
-        spent = time.perf_counter() - began
-        compute.append(spent)
+        compute.append(time.perf_counter() - began)
         arrivals.append(arrived)
         calls_by_feed.append(len(agreement.calls))
-        finished_at = max(arrived, finished_at) + spent
-        events += new
-        shown_at += [finished_at] * len(new)
+        events_by_feed.append(new)
+    finishes = real_time_finishes(arrivals, compute)
+    events = [event for new in events_by_feed for event in new]
+    shown_at = [finished for new, finished in zip(events_by_feed, finishes, strict=True) for _ in new]
     duration = len(samples) / SAMPLE_RATE
     return StreamRun(events, duration, compute, shown_at, arrivals, agreement.calls, calls_by_feed, trimmed)
 
 
+def real_time_finishes(arrived: list[float], compute: list[float]) -> list[float]:
+    """When each call of a real-time loop ends: it starts once its audio has arrived and the
+    previous call is done, and takes its measured compute time."""
+    finishes, finished_at = [], 0.0
+    for arrival, spent in zip(arrived, compute, strict=True):
+        finished_at = max(arrival, finished_at) + spent
+        finishes.append(finished_at)
+    return finishes
+
+
 def replay(run: StreamRun, options: StreamOptions) -> StreamRun:
     """The confirmed events a stream with ``options``' agreement settings would have given on
-    ``run``'s hypotheses, shown on ``run``'s update times (exact when ``run.replayable``).
+    ``run``'s hypotheses, shown on ``run``'s update times (exact unless ``run.trimmed``).
 
     Only the agreement settings (``agreement``, ``unsure_probability``, ``unsure_hold_s``) are
     replayed; the update interval and lookahead are the run's own.
@@ -132,9 +137,9 @@ def replay(run: StreamRun, options: StreamOptions) -> StreamRun:
     agreement = LocalAgreement(options.agreement, options.unsure_probability, options.unsure_hold_s)
     events: list[StreamEvent] = []
     shown_at: list[float] = []
-    done, finished_at = 0, 0.0
-    for arrived, spent, calls_so_far in zip(run.arrived, run.compute, run.calls_by_feed, strict=True):
-        finished_at = max(arrived, finished_at) + spent
+    done = 0
+    finishes = real_time_finishes(run.arrived, run.compute)
+    for arrived, finished_at, calls_so_far in zip(run.arrived, finishes, run.calls_by_feed, strict=True):
         for name, *args in run.calls[done:calls_so_far]:
             words: list[Word] = []
             if name == "update":

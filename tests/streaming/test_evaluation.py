@@ -18,7 +18,7 @@ def confirmations(run: StreamRun) -> list[tuple[str, float]]:
 def test_replay_confirms_what_a_real_stream_with_those_settings_confirms(tiny_int8: WhisperModel) -> None:
     speech = load_audio(SAMPLE).samples
     recorded = run_stream(tiny_int8, speech, StreamOptions())
-    assert recorded.replayable  # a short clip: the buffer is never trimmed
+    assert not recorded.trimmed  # a short clip: the buffer is never cut before the end
     assert confirmations(replay(recorded, StreamOptions())) == confirmations(recorded)
     # Every word unsure, held for 1 s: the same hypotheses, later confirmations.
     held = StreamOptions(unsure_probability=1.0, unsure_hold_s=1.0)
@@ -30,4 +30,4 @@ def test_replay_confirms_what_a_real_stream_with_those_settings_confirms(tiny_in
     # Shown on the recorded update times, which also cover the final decode.
     assert len(replayed.shown_at) == len(replayed.events) and replayed.shown_at[-1] >= recorded.duration
     # A buffer cut short feeds this run's confirmations back as the prompt: no exact replay.
-    assert not run_stream(tiny_int8, speech, StreamOptions(trim_after_s=2.0, max_buffer_s=4.0)).replayable
+    assert run_stream(tiny_int8, speech, StreamOptions(trim_after_s=2.0, max_buffer_s=4.0)).trimmed
