@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import librosa
@@ -10,6 +11,7 @@ import pytest
 import soundfile as sf
 from faster_whisper.feature_extractor import FeatureExtractor
 from scipy.signal import get_window
+from threadpoolctl import threadpool_info
 
 from amanuensis.audio import (
     N_FRAMES,
@@ -70,6 +72,20 @@ def test_skipping_silent_tail_frames_is_exact(padding: int) -> None:
     with_silence = np.concatenate([speech, np.zeros(5000, np.float32)])  # trailing zeros of its own
     for samples in (speech, with_silence):
         np.testing.assert_array_equal(log_mel_spectrogram(samples, 80, padding), _log_mel_every_frame(samples, padding))
+
+
+def _blas_threads() -> list[int]:
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_log_mel_leaves_blas_threads_as_found() -> None:
+    """The mel product runs on one BLAS thread (see audio._filterbank_product); the process's
+    setting must come back, also when streams in several threads compute mels at once."""
+    before = _blas_threads()
+    speech = load_audio(VALIDATION_CLIP).samples[: 2 * 16000]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: log_mel_spectrogram(speech, 80, N_SAMPLES), range(64)))
+    assert _blas_threads() == before
 
 
 def test_log_mel_44k_stereo_file(stereo_44k: tuple[Path, np.ndarray]) -> None:
