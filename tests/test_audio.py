@@ -13,6 +13,7 @@ from faster_whisper.feature_extractor import FeatureExtractor
 from scipy.signal import get_window
 from threadpoolctl import threadpool_info
 
+from amanuensis import audio
 from amanuensis.audio import (
     N_FRAMES,
     N_SAMPLES,
@@ -76,6 +77,37 @@ def test_skipping_silent_tail_frames_is_exact(padding: int) -> None:
 
 def _blas_threads() -> list[int]:
     return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+class _RecordingPower:
+    """A power spectrogram that notes the BLAS threads in force when the product is taken."""
+
+    __array_ufunc__ = None  # ndarray @ this → this.__rmatmul__
+
+    def __init__(self, power: np.ndarray) -> None:
+        self.power = power
+        self.threads_during: list[int] = []
+
+    def __rmatmul__(self, filters: np.ndarray) -> np.ndarray:
+        self.threads_during = _blas_threads()
+        return filters @ self.power
+
+
+def test_mel_filterbank_product_runs_on_one_blas_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More BLAS threads spin after the product on the cores the encoder needs (audio.py)."""
+    speech = load_audio(VALIDATION_CLIP).samples[: 2 * 16000]
+    expected = log_mel_spectrogram(speech, 80, N_SAMPLES)
+    recorders: list[_RecordingPower] = []
+    power_spectrogram = audio._power_spectrogram
+
+    def recording(samples: np.ndarray) -> _RecordingPower:
+        recorders.append(_RecordingPower(power_spectrogram(samples)))
+        return recorders[-1]
+
+    monkeypatch.setattr(audio, "_power_spectrogram", recording)
+    np.testing.assert_array_equal(log_mel_spectrogram(speech, 80, N_SAMPLES), expected)
+    assert len(recorders) == 1 and recorders[0].threads_during
+    assert set(recorders[0].threads_during) == {1}
 
 
 def test_log_mel_leaves_blas_threads_as_found() -> None:
