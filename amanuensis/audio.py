@@ -186,7 +186,7 @@ _BLAS_LIMIT = threading.Lock()  # the BLAS thread count is process-wide: one lim
 
 
 @cache
-def _blas_threads() -> ThreadpoolController:
+def _blas_controller() -> ThreadpoolController:
     return ThreadpoolController()
 
 
@@ -198,7 +198,7 @@ def _filterbank_product(filters: np.ndarray, power: np.ndarray) -> np.ndarray:
     instead of 0.077 s (tiny.en INT8, 2 threads), at every stream update. One thread costs the
     product about 1 ms and gives the same numbers.
     """
-    with _BLAS_LIMIT, _blas_threads().limit(limits=1, user_api="blas"):
+    with _BLAS_LIMIT, _blas_controller().limit(limits=1, user_api="blas"):
         return filters @ power
 
 

@@ -33,6 +33,12 @@ LJ_CLIP = CALIBRATION_DIR / "ljspeech/LJ001-0001.wav"  # 22.05 kHz wav
 
 
 @pytest.fixture(scope="module")
+def two_seconds() -> np.ndarray:
+    """The first 2 s of a real clip: enough for a mel whose product is worth threading."""
+    return load_audio(VALIDATION_CLIP).samples[: 2 * 16000]
+
+
+@pytest.fixture(scope="module")
 def stereo_44k(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
     """A 44.1 kHz stereo wav made from a real 16 kHz clip (left louder than right)."""
     speech = load_audio(VALIDATION_CLIP).samples
@@ -93,9 +99,11 @@ class _RecordingPower:
         return filters @ self.power
 
 
-def test_mel_filterbank_product_runs_on_one_blas_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mel_filterbank_product_runs_on_one_blas_thread(
+    monkeypatch: pytest.MonkeyPatch, two_seconds: np.ndarray
+) -> None:
     """More BLAS threads spin after the product on the cores the encoder needs (audio.py)."""
-    speech = load_audio(VALIDATION_CLIP).samples[: 2 * 16000]
+    speech = two_seconds
     expected = log_mel_spectrogram(speech, 80, N_SAMPLES)
     recorders: list[_RecordingPower] = []
     power_spectrogram = audio._power_spectrogram
@@ -110,13 +118,12 @@ def test_mel_filterbank_product_runs_on_one_blas_thread(monkeypatch: pytest.Monk
     assert set(recorders[0].threads_during) == {1}
 
 
-def test_log_mel_leaves_blas_threads_as_found() -> None:
-    """The mel product runs on one BLAS thread (see audio._filterbank_product); the process's
-    setting must come back, also when streams in several threads compute mels at once."""
+def test_log_mel_leaves_blas_threads_as_found(two_seconds: np.ndarray) -> None:
+    """The process's BLAS setting must come back after the one-thread product, also when streams
+    in several threads compute mels at once."""
     before = _blas_threads()
-    speech = load_audio(VALIDATION_CLIP).samples[: 2 * 16000]
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda _: log_mel_spectrogram(speech, 80, N_SAMPLES), range(64)))
+        list(pool.map(lambda _: log_mel_spectrogram(two_seconds, 80, N_SAMPLES), range(64)))
     assert _blas_threads() == before
 
 
