@@ -81,7 +81,7 @@ def _add_stream_parser(commands) -> None:
 
     defaults = StreamOptions()
     interval, agreement, unsure = defaults.update_interval_s, defaults.agreement, defaults.unsure_probability
-    hold = defaults.unsure_hold_s
+    hold, span = defaults.unsure_hold_s, defaults.agreement_span_s
     st = commands.add_parser(
         "stream", help="live transcription of a file played in real time, or of PCM/wav piped to stdin ('-')"
     )
@@ -101,7 +101,14 @@ def _add_stream_parser(commands) -> None:
         type=int,
         default=agreement,
         help=f"consecutive updates that must agree on a word before it is confirmed (default {agreement}; "
-        "3: about one update later, closer to an offline transcription)",
+        "more: later, closer to an offline transcription; with the default interval and span, three agree already)",
+    )
+    st.add_argument(
+        "--agreement-span",
+        type=float,
+        default=span,
+        help=f"seconds of audio over which every update must also agree on a word (default {span}; "
+        "0: only --agreement consecutive updates)",
     )
     st.add_argument(
         "--unsure-probability",
@@ -446,6 +453,7 @@ def _run_stream(args: argparse.Namespace) -> int:
             agreement=args.agreement,
             unsure_probability=args.unsure_probability,
             unsure_hold_s=args.unsure_hold,
+            agreement_span_s=args.agreement_span,
         )
         raw = AudioFormat(args.sample_rate, args.channels, "int16" if args.input_format == "s16le" else "float32")
     except ValueError as exc:

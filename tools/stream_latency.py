@@ -44,6 +44,12 @@ def main() -> None:
         "--agreement", type=int, default=defaults.agreement, help="hypotheses that must agree on a word"
     )
     parser.add_argument(
+        "--agreement-span",
+        type=float,
+        default=defaults.agreement_span_s,
+        help="seconds over which every hypothesis must agree on a word",
+    )
+    parser.add_argument(
         "--unsure-probability",
         type=float,
         default=defaults.unsure_probability,
@@ -72,6 +78,7 @@ def main() -> None:
     options = StreamOptions(
         update_interval_s=args.update_interval,
         agreement=args.agreement,
+        agreement_span_s=args.agreement_span,
         unsure_probability=args.unsure_probability,
         unsure_hold_s=args.unsure_hold,
         lookahead_s=args.lookahead,
@@ -105,6 +112,7 @@ def main() -> None:
         "precision": args.precision,
         "update_interval_s": args.update_interval,
         "agreement": args.agreement,
+        "agreement_span_s": args.agreement_span,
         "unsure_probability": args.unsure_probability,
         "unsure_hold_s": args.unsure_hold,
         "lookahead_s": args.lookahead,

@@ -44,7 +44,8 @@ def main() -> None:
     model = WhisperModel(WhisperCheckpoint.load(args.model), RuntimeOptions(precision="int8", threads=args.threads))
     clips = [load_audio(e.audio).samples for e in read_manifest(VALIDATION_MANIFEST)]
     gap = np.zeros(SAMPLE_RATE // 2, np.float32)  # half a second between utterances
-    stream = TranscriptionStream(model, StreamOptions())
+    options = StreamOptions()
+    stream = TranscriptionStream(model, options)
     total = round(args.minutes * 60 * SAMPLE_RATE)
     chunk = round(CHUNK_S * SAMPLE_RATE)
     fed = words = 0
@@ -76,7 +77,14 @@ def main() -> None:
     print(f"peak RSS {peak:.0f} MiB over {fed / SAMPLE_RATE / 60:.1f} min of audio")
     if args.json:
         with open(args.json, "w") as handle:
-            summary = {"rows": rows, "peak_rss_mib": round(peak, 1), "measured": datetime.date.today().isoformat()}
+            summary = {
+                "rows": rows,
+                "peak_rss_mib": round(peak, 1),
+                "measured": datetime.date.today().isoformat(),
+                "update_interval_s": options.update_interval_s,
+                "agreement_span_s": options.agreement_span_s,
+                "threads": args.threads,
+            }
             json.dump(summary, handle, indent=1)
             handle.write("\n")
 

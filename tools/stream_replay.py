@@ -1,15 +1,15 @@
 """Try streaming agreement settings on the calibration clips (never the validation set): record once, replay many.
 
-    python tools/stream_replay.py [--intervals 0.75 0.5] [--variants clean white5 babble5]
+    python tools/stream_replay.py [--intervals 0.75 0.5] [--spans 0 0.75] [--variants clean white5 babble5]
                                   [--unsure-probability 0.3 0.4 0.5] [--unsure-hold 2 3]
                                   [--max-wer 1.5] [--limit N]
 
 Every calibration clip is streamed once per update interval and variant (clean; "whiteS":
 white noise at S dB SNR; "babbleS": three other calibration clips mixed in at S dB SNR), with
 each update timed and every call the stream makes to its LocalAgreement recorded. Agreement
-settings (unsure-word probability × hold span) are then replayed on the records. A clip the
-stream never cuts (every calibration clip is shorter than the 20 s cut point) gets from the
-replay exactly what a real run with those options would confirm, and when: the hypotheses do not
+settings (agreement span × unsure-word probability × hold span) are then replayed on the
+records. A clip the stream never cuts (every calibration clip is shorter than the 20 s cut
+point) gets from the replay exactly what a real run with those options would confirm, and when: the hypotheses do not
 depend on the agreement until a cut feeds confirmed text back as the prompt.
 
 For each setting: median delay (as tools/stream_latency.py measures it) and WER against the
@@ -62,6 +62,9 @@ def main() -> None:
     parser = model_parser(__doc__)
     parser.add_argument("--intervals", type=float, nargs="+", default=[0.75, 0.5], help="update intervals (s)")
     parser.add_argument("--variants", nargs="+", default=["clean", "white5", "babble5"])
+    parser.add_argument(
+        "--spans", type=float, nargs="+", default=[0.0], help="agreement spans (s; 0: consecutive updates only)"
+    )
     parser.add_argument("--unsure-probability", type=float, nargs="+", default=[0.3, 0.35, 0.4, 0.45, 0.5])
     parser.add_argument("--unsure-hold", type=float, nargs="+", default=[2.0, 2.5, 3.0, 3.5])
     parser.add_argument("--max-wer", type=float, default=1.5, help="mean WER (points vs offline) a pick may have")
@@ -84,8 +87,11 @@ def main() -> None:
     if unfollowed:
         print(f"note: {unfollowed} recordings were trimmed by the stream; their replays are approximate")
     rows = []
-    for interval, probability, hold in itertools.product(args.intervals, args.unsure_probability, args.unsure_hold):
-        options = StreamOptions(update_interval_s=interval, unsure_probability=probability, unsure_hold_s=hold)
+    settings = itertools.product(args.intervals, args.spans, args.unsure_probability, args.unsure_hold)
+    for interval, span, probability, hold in settings:
+        options = StreamOptions(
+            update_interval_s=interval, agreement_span_s=span, unsure_probability=probability, unsure_hold_s=hold
+        )
         per_variant = []
         for variant in args.variants:
             group = recordings[interval, variant]
@@ -95,16 +101,16 @@ def main() -> None:
             per_variant.append((float(np.median(delays)), word_error_rate(offline, [run.text for run in runs])))
         mean_delay = float(np.mean([d for d, _ in per_variant]))
         mean_wer = float(np.mean([w for _, w in per_variant]))
-        rows.append((mean_delay, mean_wer, interval, probability, hold, per_variant))
+        rows.append((mean_delay, mean_wer, interval, span, probability, hold, per_variant))
     rows.sort(key=lambda row: row[:2])
     pick = next((row for row in rows if row[1] <= args.max_wer), None)
     header = " | ".join(f"{v} delay / WER" for v in args.variants)
-    print(f"interval | unsure below | hold | mean delay | mean WER | {header}")
+    print(f"interval | span | unsure below | hold | mean delay | mean WER | {header}")
     for row in rows:
-        mean_delay, mean_wer, interval, probability, hold, per_variant = row
+        mean_delay, mean_wer, interval, span, probability, hold, per_variant = row
         cells = " | ".join(f"{d:.2f} s / {w:.2f}" for d, w in per_variant)
         mark = "  ← pick" if row is pick else ""
-        setting = f"{interval:.2f} s | {probability:.2f} | {hold:.1f} s"
+        setting = f"{interval:.3g} s | {span:.3g} s | {probability:.2f} | {hold:.1f} s"
         print(f"{setting} | {mean_delay:.2f} s | {mean_wer:.2f} | {cells}{mark}")
     if pick is None:
         print(f"no setting has a mean WER ≤ {args.max_wer}")

@@ -8,7 +8,10 @@ its probability in either of the latest two hypotheses is below a threshold) mus
 the same by every hypothesis made over a few seconds of audio: a short buffer can misread such a
 word the same way two or three times in a row ("Let the forms" where the whole sentence gives
 "that the forms"), and only a reading of clearly more audio settles it, while the sure words keep
-LocalAgreement-n's delay.
+LocalAgreement-n's delay. With a span, "consecutive" is measured in audio rather than in
+updates: every hypothesis over at least that many seconds must agree, so updates can come more
+often (a word is confirmed sooner after the span has passed) without agreement resting on two
+readings made a moment apart, which share their mistakes.
 
 Words are matched by text, not by time: Whisper gives timestamps per segment only, so a word's
 time here is an estimate (its segment's span shared out by characters) that moves as a segment
@@ -113,20 +116,31 @@ class _Tail(NamedTuple):
     words: list[Word]  # its words past the confirmed ones
 
 
+def _since(history: Sequence[_Tail], moment: float) -> list[list[Word]] | None:
+    """The words of the newest tail made by ``moment`` (seconds) and of every one after it; None
+    when no tail is that old."""
+    old_enough = [i for i, tail in enumerate(history) if tail.at <= moment + _SAME_TIME_S]
+    return [tail.words for tail in history[old_enough[-1] :]] if old_enough else None
+
+
 class LocalAgreement:
     """Confirmed and partial words of the audio currently in the buffer."""
 
-    def __init__(self, hypotheses: int = 2, unsure_below: float = 0.0, unsure_hold_s: float = 0.0) -> None:
-        """``hypotheses`` must agree on a word (StreamOptions checks ≥ 2); a word that either of the
-        latest two gives less than ``unsure_below`` probability must be read the same by hypotheses
-        spanning at least ``unsure_hold_s`` seconds of audio (and by at least ``hypotheses``)."""
+    def __init__(
+        self, hypotheses: int = 2, unsure_below: float = 0.0, unsure_hold_s: float = 0.0, span_s: float = 0.0
+    ) -> None:
+        """``hypotheses`` must agree on a word (StreamOptions checks ≥ 2), and so must every
+        hypothesis over at least ``span_s`` seconds of audio; a word that either of the latest two
+        gives less than ``unsure_below`` probability must be read the same by hypotheses spanning at
+        least ``unsure_hold_s`` seconds of audio (and by at least ``hypotheses``)."""
         self.hypotheses = hypotheses
         self.unsure_below = unsure_below
         self.unsure_hold_s = unsure_hold_s
+        self.span_s = span_s
         self.in_buffer: list[Word] = []  # confirmed words whose audio is still in the buffer
         # The partial tails of the hypotheses, oldest first, the latest last: the latest
-        # ``hypotheses`` and, for unsure words, those since the newest one made at least the hold
-        # span before the latest.
+        # ``hypotheses`` and those since the newest one made at least the span or the hold (the
+        # longer) before the latest.
         self._tails: deque[_Tail] = deque()
 
     @property
@@ -145,14 +159,15 @@ class LocalAgreement:
         fresh = hypothesis[start:]
         history = list(self._tails)  # oldest first; the latest hypothesis before this one last
         latest = [tail.words for tail in history[1 - self.hypotheses :]]
-        # An unsure word needs the same reading from a hypothesis at least unsure_hold_s old
-        # (the newest such one) and from every hypothesis since.
-        held_since = at - self.unsure_hold_s
-        old_enough = [i for i, tail in enumerate(history) if tail.at <= held_since + _SAME_TIME_S]
-        held = [tail.words for tail in history[old_enough[-1] :]] if old_enough else None
+        # Every word needs the same reading from the latest hypotheses and from all those over the
+        # span; an unsure word, from all those over the hold.
+        spanned = _since(history, at - self.span_s) if self.span_s > 0 else latest
+        held = _since(history, at - self.unsure_hold_s)
         agreed = 0
         for position, new in enumerate(fresh):
-            if new.end > settled_before or len(latest) < self.hypotheses - 1 or not _all_say(latest, position, new):
+            if new.end > settled_before or len(latest) < self.hypotheses - 1 or spanned is None:
+                break
+            if not (_all_say(latest, position, new) and _all_say(spanned, position, new)):
                 break
             unsure = min(new.probability, latest[-1][position].probability) < self.unsure_below
             if unsure and (held is None or not _all_say(held, position, new)):
@@ -165,8 +180,9 @@ class LocalAgreement:
         self._tails = deque(_Tail(tail.at, tail.words[agreed:]) for tail in history)
         self._tails.append(_Tail(at, fresh[agreed:]))
         # Forget what no later update can need: beyond the latest hypotheses, only the newest
-        # tail made at least the hold span ago and those after it.
-        while len(self._tails) > max(self.hypotheses, 2) and self._tails[1].at <= held_since + _SAME_TIME_S:
+        # tail made at least the longer of span and hold ago and those after it.
+        needed_since = at - max(self.span_s, self.unsure_hold_s)
+        while len(self._tails) > max(self.hypotheses, 2) and self._tails[1].at <= needed_since + _SAME_TIME_S:
             self._tails.popleft()
         return fresh[:agreed]
 

@@ -26,7 +26,13 @@ import numpy as np
 
 from amanuensis.audio import SAMPLE_RATE
 from amanuensis.streaming.agreement import LocalAgreement, Word, split_words
-from amanuensis.streaming.stream import CONFIRMED, StreamEvent, StreamOptions, TranscriptionStream
+from amanuensis.streaming.stream import (
+    CONFIRMED,
+    StreamEvent,
+    StreamOptions,
+    TranscriptionStream,
+    local_agreement,
+)
 
 if TYPE_CHECKING:
     from amanuensis.engine import WhisperModel
@@ -35,8 +41,8 @@ if TYPE_CHECKING:
 class RecordingAgreement(LocalAgreement):
     """The stream's LocalAgreement, writing down every call made to it (for ``replay``)."""
 
-    def __init__(self, options: StreamOptions) -> None:
-        super().__init__(options.agreement, options.unsure_probability, options.unsure_hold_s)
+    def __init__(self, *settings: float) -> None:
+        super().__init__(*settings)
         self.calls: list[tuple] = []
 
     def update(self, hypothesis: list[Word], at: float, settled_before: float = float("inf")) -> list[Word]:
@@ -89,7 +95,7 @@ def run_stream(model: WhisperModel, samples: np.ndarray, options: StreamOptions 
     """Stream ``samples`` (16 kHz mono) through a fresh stream, timing every update."""
     options = options or StreamOptions()
     stream = TranscriptionStream(model, options)
-    agreement = RecordingAgreement(options)
+    agreement = local_agreement(options, RecordingAgreement)
     stream._agreement = agreement  # the same rules, and a record of their use
     step = round(options.update_interval_s * SAMPLE_RATE)
     events_by_feed: list[list[StreamEvent]] = []
@@ -131,10 +137,10 @@ def replay(run: StreamRun, options: StreamOptions) -> StreamRun:
     """The confirmed events a stream with ``options``' agreement settings would have given on
     ``run``'s hypotheses, shown on ``run``'s update times (exact unless ``run.trimmed``).
 
-    Only the agreement settings (``agreement``, ``unsure_probability``, ``unsure_hold_s``) are
-    replayed; the update interval and lookahead are the run's own.
+    Only the agreement settings (``agreement``, ``agreement_span_s``, ``unsure_probability``,
+    ``unsure_hold_s``) are replayed; the update interval and lookahead are the run's own.
     """
-    agreement = LocalAgreement(options.agreement, options.unsure_probability, options.unsure_hold_s)
+    agreement = local_agreement(options)
     events: list[StreamEvent] = []
     shown_at: list[float] = []
     done = 0

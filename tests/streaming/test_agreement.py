@@ -72,6 +72,46 @@ def test_three_hypotheses_must_agree_when_asked_to() -> None:
     assert [w.text for w in update(words(" the leader will excuse me now"))] == [" me", " now"]
 
 
+def test_with_a_span_every_reading_over_it_must_agree() -> None:
+    agreement = LocalAgreement(hypotheses=2, span_s=0.75)
+    update = Updates(agreement, interval_s=0.375)  # hypotheses at 0.375, 0.75, 1.125, … s
+    update(words(" the reader"))
+    assert update(words(" the reader will")) == []  # two readings agree, 0.375 s apart: too close
+    # The readings at 0.375, 0.75 and 1.125 s all say " the reader"; " will" only the last two.
+    assert [w.text for w in update(words(" the leader will excuse"))] == [" the"]
+    assert update(words(" the leader will excuse me")) == []  # " leader" read for 0.375 s only
+    assert [w.text for w in update(words(" the leader will excuse me."))] == [" leader", " will", " excuse"]
+    agreement.forget_partial()  # silence: the span starts again
+    assert update(words(" the leader will excuse me now")) == []
+    assert update(words(" the leader will excuse me now")) == []
+    assert [w.text for w in update(words(" the leader will excuse me now"))] == [" me", " now"]
+
+
+def test_a_reading_inside_the_span_that_differs_holds_the_word_back() -> None:
+    agreement = LocalAgreement(hypotheses=2, span_s=0.75)
+    update = Updates(agreement, interval_s=0.375)
+    update(words(" the reader"))
+    update(words(" the leader"))  # the reading between differs
+    # Oldest and newest agree, and the newest with the one before does not.
+    assert [w.text for w in update(words(" the reader will"))] == [" the"]
+    assert update(words(" the reader will")) == []  # " reader" read alike for 0.375 s only
+    assert [w.text for w in update(words(" the reader will"))] == [" reader", " will"]
+
+
+def test_a_span_of_several_intervals_keeps_the_readings_it_needs() -> None:
+    update = Updates(LocalAgreement(span_s=1.0), interval_s=0.375)
+    hypothesis = words(" the reader")
+    assert [update(hypothesis) for _ in range(3)] == [[], [], []]  # the first reading is 0.75 s old
+    assert [w.text for w in update(hypothesis)] == [" the", " reader"]  # 1.125 s: all four agree
+
+
+def test_a_span_no_longer_than_the_interval_changes_nothing() -> None:
+    script = [" If the", " If the reader", " if the leader will.", " If the leader will excuse", " If the"]
+    plain, spanned = Updates(LocalAgreement()), Updates(LocalAgreement(span_s=0.75))
+    for text in script:
+        assert plain(words(text)) == spanned(words(text))
+
+
 def unsure(hypothesis: list[Word], *texts: str) -> list[Word]:
     return [replace(w, probability=0.2) if w.text in texts else w for w in hypothesis]
 

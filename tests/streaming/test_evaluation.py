@@ -29,5 +29,13 @@ def test_replay_confirms_what_a_real_stream_with_those_settings_confirms(tiny_in
     assert replayed.text == real.text != ""
     # Shown on the recorded update times, which also cover the final decode.
     assert len(replayed.shown_at) == len(replayed.events) and replayed.shown_at[-1] >= recorded.duration
+    # Agreement over a span of two updates, replayed on a recording without one, as
+    # tools/stream_replay.py does.
+    often = StreamOptions(agreement_span_s=0.0)
+    spanned = StreamOptions(agreement_span_s=2 * often.update_interval_s)
+    recorded_often = run_stream(tiny_int8, speech, often)
+    replayed = replay(recorded_often, spanned)
+    assert confirmations(replayed) == confirmations(run_stream(tiny_int8, speech, spanned))
+    assert confirmations(replayed) != confirmations(recorded_often)  # the span held words back
     # A buffer cut short feeds this run's confirmations back as the prompt: no exact replay.
     assert run_stream(tiny_int8, speech, StreamOptions(trim_after_s=2.0, max_buffer_s=4.0)).trimmed

@@ -93,10 +93,13 @@ def first_confirmation(events: list[StreamEvent]) -> float:
     return next(e.stream_time for e in events if e.kind == CONFIRMED)
 
 
+# LocalAgreement counted in updates: no span, so that the count alone decides.
+BY_COUNT = StreamOptions(unsure_probability=0.0, agreement_span_s=0.0)
+
+
 def test_three_way_agreement_confirms_later_and_loses_nothing(tiny_int8: WhisperModel, speech: np.ndarray) -> None:
-    two = list(stream_chunks(tiny_int8, random_chunks(speech, 3), StreamOptions(unsure_probability=0.0)))
-    three_options = StreamOptions(agreement=3, unsure_probability=0.0)
-    three = list(stream_chunks(tiny_int8, random_chunks(speech, 3), three_options))
+    two = list(stream_chunks(tiny_int8, random_chunks(speech, 3), BY_COUNT))
+    three = list(stream_chunks(tiny_int8, random_chunks(speech, 3), replace(BY_COUNT, agreement=3)))
     assert first_confirmation(three) > first_confirmation(two)
     assert word_error_rate([SAMPLE_REFERENCE], [confirmed_text(three)]) == 0.0
     with pytest.raises(ValueError, match="at least 2"):
@@ -107,15 +110,16 @@ def test_unsure_words_wait_for_the_hold_span(tiny_int8: WhisperModel, speech: np
     def confirmations(options: StreamOptions) -> list[StreamEvent]:
         return list(stream_chunks(tiny_int8, random_chunks(speech, 3), options))
 
-    plain = confirmations(StreamOptions(unsure_probability=0.0))
+    plain = confirmations(BY_COUNT)
     # Every word is unsure below probability 1: with a hold of two update intervals, agreement 2
-    # then waits as agreement 3 does; a longer hold waits longer.
-    two_intervals = 2 * StreamOptions().update_interval_s
-    everything_unsure = confirmations(StreamOptions(unsure_probability=1.0, unsure_hold_s=two_intervals))
-    three = confirmations(StreamOptions(agreement=3, unsure_probability=0.0))
-    held_longer = confirmations(StreamOptions(unsure_probability=1.0, unsure_hold_s=3.0))
-    first = [first_confirmation(events) for events in (plain, everything_unsure, three, held_longer)]
-    assert first[0] < first[1] == first[2] < first[3]
+    # then waits as agreement 3 does, and as a span of two intervals; a longer hold waits longer.
+    two_intervals = 2 * BY_COUNT.update_interval_s
+    everything_unsure = confirmations(replace(BY_COUNT, unsure_probability=1.0, unsure_hold_s=two_intervals))
+    three = confirmations(replace(BY_COUNT, agreement=3))
+    spanned = confirmations(replace(BY_COUNT, agreement_span_s=two_intervals))
+    held_longer = confirmations(replace(BY_COUNT, unsure_probability=1.0, unsure_hold_s=3.0))
+    first = [first_confirmation(events) for events in (plain, everything_unsure, three, spanned, held_longer)]
+    assert first[0] < first[1] == first[2] == first[3] < first[4]
     assert word_error_rate([SAMPLE_REFERENCE], [confirmed_text(everything_unsure)]) == 0.0
     assert word_error_rate([SAMPLE_REFERENCE], [confirmed_text(held_longer)]) == 0.0
     # The words carry the model's own probabilities, not a placeholder.
@@ -125,6 +129,8 @@ def test_unsure_words_wait_for_the_hold_span(tiny_int8: WhisperModel, speech: np
         StreamOptions(unsure_probability=1.5)
     with pytest.raises(ValueError, match="unsure_hold_s"):
         StreamOptions(unsure_hold_s=-1.0)
+    with pytest.raises(ValueError, match="agreement_span_s"):
+        StreamOptions(agreement_span_s=-0.5)
 
 
 def test_hypotheses_that_fail_whispers_checks_confirm_nothing(tiny_int8: WhisperModel, speech: np.ndarray) -> None:
@@ -144,6 +150,16 @@ def test_hypotheses_that_fail_whispers_checks_confirm_nothing(tiny_int8: Whisper
     assert not fails_checks(fluent, default)
     assert fails_checks(replace(fluent, compression_ratio=3.0), default)
     assert fails_checks(replace(fluent, avg_logprob=-1.5), default)
+
+
+def test_a_looping_prompt_is_dropped_so_the_stream_goes_on(tiny_int8: WhisperModel, speech: np.ndarray) -> None:
+    """What a confirmed repetition loop leaves behind once it is cut from the buffer: with it as the
+    prompt every decode loops and fails the checks, and the stream would confirm nothing more."""
+    stream = TranscriptionStream(tiny_int8)
+    stream._prompt = " the body," * 20
+    before_finish = [e for chunk in random_chunks(speech, 11) for e in stream.feed(chunk) if e.kind == CONFIRMED]
+    assert stream.stats.rejected == 1 and stream._prompt == ""
+    assert word_error_rate([SAMPLE_REFERENCE], [confirmed_text(before_finish)]) < 25.0
 
 
 def test_timestamps_are_absolute_after_leading_silence(tiny_int8: WhisperModel, speech: np.ndarray) -> None:
@@ -251,7 +267,7 @@ def test_misuse_is_refused_clearly(tiny_int8: WhisperModel, speech: np.ndarray) 
     with pytest.raises(ValueError, match="English-only"):
         tiny_int8.stream(language="de")
     with pytest.raises(ValueError, match="max_buffer_s"):
-        StreamOptions(trim_after_s=20, max_buffer_s=29.5)
+        StreamOptions(trim_after_s=20, max_buffer_s=29.8)
 
 
 def _stream_wer(model: WhisperModel, entries, seed: int) -> tuple[float, list[str]]:
