@@ -1,6 +1,6 @@
 """Try streaming agreement settings on the calibration clips (never the validation set): record once, replay many.
 
-    python tools/stream_replay.py [--intervals 0.75 0.5] [--spans 0 0.75] [--variants clean white5 babble5]
+    python tools/stream_replay.py [--intervals 0.375 0.75] [--spans 0 0.75] [--variants clean white5 babble5]
                                   [--unsure-probability 0.3 0.4 0.5] [--unsure-hold 2 3]
                                   [--max-wer 1.5] [--limit N]
 
@@ -9,8 +9,9 @@ white noise at S dB SNR; "babbleS": three other calibration clips mixed in at S 
 each update timed and every call the stream makes to its LocalAgreement recorded. Agreement
 settings (agreement span × unsure-word probability × hold span) are then replayed on the
 records. A clip the stream never cuts (every calibration clip is shorter than the 20 s cut
-point) gets from the replay exactly what a real run with those options would confirm, and when: the hypotheses do not
-depend on the agreement until a cut feeds confirmed text back as the prompt.
+point) gets from the replay exactly what a real run with those options would confirm, and
+when: the hypotheses do not depend on the agreement until a cut feeds confirmed text back as
+the prompt.
 
 For each setting: median delay (as tools/stream_latency.py measures it) and WER against the
 offline transcription, per variant and averaged over the variants, sorted by mean delay. The
@@ -60,10 +61,10 @@ def make_variant(name: str, index: int, clips: list[np.ndarray], rng: np.random.
 
 def main() -> None:
     parser = model_parser(__doc__)
-    parser.add_argument("--intervals", type=float, nargs="+", default=[0.75, 0.5], help="update intervals (s)")
+    parser.add_argument("--intervals", type=float, nargs="+", default=[0.375, 0.75], help="update intervals (s)")
     parser.add_argument("--variants", nargs="+", default=["clean", "white5", "babble5"])
     parser.add_argument(
-        "--spans", type=float, nargs="+", default=[0.0], help="agreement spans (s; 0: consecutive updates only)"
+        "--spans", type=float, nargs="+", default=[0.0, 0.75], help="agreement spans (s; 0: consecutive updates only)"
     )
     parser.add_argument("--unsure-probability", type=float, nargs="+", default=[0.3, 0.35, 0.4, 0.45, 0.5])
     parser.add_argument("--unsure-hold", type=float, nargs="+", default=[2.0, 2.5, 3.0, 3.5])
