@@ -11,16 +11,17 @@ from pathlib import Path
 import numpy as np
 
 from amanuensis.audio import SAMPLE_RATE, AudioError, load_audio
+from amanuensis.conditions import DEFAULT_GATE_NOISE, DEFAULT_NOIZEUS, DEFAULT_VALIDATION
 from amanuensis.ct2 import CheckpointError
 from amanuensis.devices import BACKENDS, DEVICES, DeviceUnavailable
 from amanuensis.models import DEFAULT_MODEL, PACKAGED_MODELS, ModelNotFoundError
+from amanuensis.precision import PRECISIONS
 from amanuensis.quantize.targets import TARGET_NAMES
 from amanuensis.runtime import RuntimeOptions
 from amanuensis.transcribe import TranscribeOptions
 from amanuensis.writers import OUTPUT_FORMATS, Transcript, output_paths, write_outputs
 
 PROGRESS_MIN_SECONDS = 30.0  # show a progress bar for audio longer than one window
-DEFAULT_VALIDATION = Path("tests/data/validation/librispeech_test_other/refs.tsv")
 
 
 class UsageError(Exception):
@@ -53,9 +54,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--precision",
-        choices=["fp32", "int8"],
-        default=None,
-        help="int8 (calibrated QDQ; the default where a calibration exists) or fp32",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto (default): INT8 where the model has a calibration for the device, else FP32; or int8 / fp32",
     )
     parser.add_argument(
         "--device",
@@ -229,7 +230,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="how activation ranges are calibrated (default minmax; for --target vitisai, minmse: the range "
         "with the least quantization error)",
     )
-    qu.add_argument("--per-channel", action="store_true", help="one weight scale per output channel")
+    qu.add_argument(
+        "--scheme",
+        choices=["static", "dynamic"],
+        default=None,
+        help="static: calibrated QDQ (what NPUs compile); dynamic: integer kernels with activation scales measured "
+        "at run time (CPU only). Default: dynamic for --target cpu, static otherwise",
+    )
+    qu.add_argument(
+        "--per-channel",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one weight scale per output channel (default: on for the dynamic scheme, off for static)",
+    )
     qu.add_argument(
         "--target",
         choices=TARGET_NAMES,
@@ -251,8 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--validation",
         type=Path,
         default=DEFAULT_VALIDATION,
-        help="manifest of the gate's validation set (must not share audio with calibration)",
+        help="manifest of the gate's validation set (must not share audio with calibration); the gate also judges "
+        "it mixed with tests/data/noise and, where present, ../shared/data/noisy_noizeus",
     )
+    qu.add_argument(
+        "--gate-noise", type=Path, default=DEFAULT_GATE_NOISE, help="noise recordings for the gate's noisy condition"
+    )
+    qu.add_argument("--noizeus", type=Path, default=DEFAULT_NOIZEUS, help="NOIZEUS folder (skipped when absent)")
     qu.add_argument(
         "--target-delta",
         type=float,
@@ -296,32 +314,18 @@ def _transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
     )
 
 
-def _quantization_target(args: argparse.Namespace) -> str:
-    """QDQ flavour for where the graphs will run: QNN's HTP and Vitis AI need their own, the rest share the CPU one."""
-    flavours = {"QNNExecutionProvider": "qnn", "VitisAIExecutionProvider": "vitisai"}
-    return flavours.get(_runtime_options(args, "int8").plan().ep, "cpu")
+def _precision(args: argparse.Namespace, checkpoint):
+    """The library's precision policy (amanuensis.precision) for these options, notes printed."""
+    from amanuensis.precision import choose_precision
+    from amanuensis.quantize import QuantizationUnavailable
 
-
-def _int8_table(args: argparse.Namespace, checkpoint):
-    """(range table, its file) when INT8 is to be used (the default where one exists), else None for FP32."""
-    from amanuensis.quantize import QuantizationUnavailable, find_table, load_table
-
-    if args.precision == "fp32":
-        return None
-    target = _quantization_target(args)
-    if target != "cpu" and find_table(checkpoint.files.name, target) is None:
-        print(
-            f"amanuensis: note: no {target} calibration for {checkpoint.files.name}; using the CPU one", file=sys.stderr
-        )
-        target = "cpu"
-    path = find_table(checkpoint.files.name, target)
     try:
-        return load_table(checkpoint, path, target), path
+        choice = choose_precision(checkpoint, args.precision, _runtime_options(args, args.precision).plan())
     except QuantizationUnavailable as exc:
-        if args.precision == "int8":
-            raise UsageError(str(exc)) from exc
-        print(f"amanuensis: note: {exc}; using fp32", file=sys.stderr)
-        return None
+        raise UsageError(str(exc)) from exc
+    if choice.note:
+        print(f"amanuensis: note: {choice.note}", file=sys.stderr)
+    return choice
 
 
 def _runtime_options(args: argparse.Namespace, precision: str, table: Path | None = None) -> RuntimeOptions:
@@ -339,15 +343,14 @@ def _runtime_options(args: argparse.Namespace, precision: str, table: Path | Non
 def _load(args: argparse.Namespace, options: TranscribeOptions, announce: bool = True):
     from amanuensis.engine import WhisperModel
     from amanuensis.models import WhisperCheckpoint
+    from amanuensis.quantize import load_table
 
     checkpoint = WhisperCheckpoint.load(args.model)
-    found = _int8_table(args, checkpoint)
-    if found is None:
-        model = WhisperModel(checkpoint, _runtime_options(args, "fp32"))
-    else:
-        table, table_path = found
+    choice = _precision(args, checkpoint)
+    if choice.precision == "int8":
+        table = load_table(checkpoint, choice.table)
         _build_int8_once(checkpoint, table, tuple(sorted({1, options.beam_size or 1})))
-        model = WhisperModel(checkpoint, _runtime_options(args, "int8", table_path))
+    model = WhisperModel(checkpoint, _runtime_options(args, choice.precision, choice.table))
     precision = model.runtime.options.precision
     if announce:
         print(f"amanuensis: {model.name} {precision}: {model.runtime.where()}", file=sys.stderr)
@@ -528,16 +531,19 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_quantize(args: argparse.Namespace) -> int:
+    from amanuensis.conditions import gate_conditions
     from amanuensis.models import WhisperCheckpoint
     from amanuensis.quantize import user_table_path
-    from amanuensis.quantize.pipeline import DEFAULT_TARGET_DELTA, GATE_MAX_DELTA, QuantizeConfig, run_quantization
+    from amanuensis.quantize.pipeline import DEFAULT_TARGET_DELTA, QuantizeConfig, run_quantization
     from amanuensis.quantize.recipe import QuantRecipe
     from amanuensis.quantize.report import build_report, write_report
     from amanuensis.quantize.targets import get_target
 
+    scheme = args.scheme or ("dynamic" if args.target == "cpu" else "static")
     recipe = QuantRecipe(
         method=args.method or get_target(args.target).default_method,
-        per_channel=args.per_channel,
+        per_channel=(scheme == "dynamic") if args.per_channel is None else args.per_channel,
+        scheme=scheme,
         activation_bits=args.activation_bits or get_target(args.target).default_activation_bits,
         activation_symmetric=args.symmetric_activations,
         target=args.target,
@@ -547,7 +553,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
     config = QuantizeConfig(
         model=args.model,
         calibration_dir=args.calibration_dir,
-        validation_manifest=args.validation,
+        conditions=tuple(gate_conditions(args.validation, args.gate_noise, args.noizeus)),
         recipe=recipe,
         target_delta=DEFAULT_TARGET_DELTA if args.target_delta is None else args.target_delta,
         threads=args.threads,
@@ -557,27 +563,26 @@ def _run_quantize(args: argparse.Namespace) -> int:
     checkpoint = WhisperCheckpoint.load(args.model)
     name = checkpoint.files.name
     final = result.final
-    print(
-        f"FP32 WER {result.fp32_wer:.2f} %, INT8 WER {final.wer:.2f} % (Δ {final.delta:+.2f} points), "
-        f"{final.int8_mac_share:.1%} of MACs INT8, {len(final.float_nodes)} nodes float"
-    )
+    for r in final.results:
+        print(
+            f"{r.name:8s} FP32 WER {r.fp32_wer:.2f} %, INT8 WER {r.int8_wer:.2f} % (Δ {r.delta:+.2f} points, "
+            f"limit {r.max_delta}), QoI {r.qoi:.1%}: {'passes' if r.passed else 'FAILS'}"
+        )
+    print(f"{final.int8_mac_share:.1%} of MACs INT8, {len(final.float_nodes)} nodes float")
     if result.passed:  # saved before the report, so a report failure cannot lose a long calibration
         output = args.output or user_table_path(name, args.target)
         result.table.save(output)
         print(f"gate passed; range table written to {output}")
     report_dir = args.report_dir or (Path("models") / name if Path("models").is_dir() else user_table_path(name).parent)
     comparison_file = report_dir / "recipe_comparison.json"
-    has_comparison = args.target == "cpu" and comparison_file.is_file()  # the table compares CPU-flavour recipes
+    has_comparison = scheme == "static" and args.target == "cpu" and comparison_file.is_file()  # static recipes
     comparison = json.loads(comparison_file.read_text()) if has_comparison else []
     report = build_report(checkpoint, result, result.validation_feeds, comparison)
     for path in write_report(report, report_dir, args.target):
         print(f"wrote {path}", file=sys.stderr)
     if not result.passed:
-        print(
-            f"amanuensis: error: INT8 loses {final.delta:.2f} WER points (gate: < {GATE_MAX_DELTA}); "
-            "range table not written",
-            file=sys.stderr,
-        )
+        failed = ", ".join(r.name for r in final.results if not r.passed)
+        print(f"amanuensis: error: INT8 fails the gate on {failed}; range table not written", file=sys.stderr)
         return 1
     return 0
 

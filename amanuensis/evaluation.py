@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jiwer
 import numpy as np
 
-from amanuensis.audio import load_audio
+from amanuensis import noise
+from amanuensis.audio import DecodedAudio, load_audio
 from amanuensis.engine import WhisperModel
 from amanuensis.normalizer import normalize_english
 from amanuensis.transcribe import TranscribeOptions
@@ -25,6 +26,14 @@ class ManifestError(ValueError):
 class ManifestEntry:
     audio: Path  # resolved against the manifest's folder
     reference: str
+    noise: tuple[Path, noise.NoiseMix] | None = None  # (noise folder, mix): the clip as heard in that noise
+
+    def load(self) -> DecodedAudio:
+        """The clip's samples, with its noise mixed in if it has one."""
+        decoded = load_audio(self.audio)
+        if self.noise is None:
+            return decoded
+        return replace(decoded, samples=noise.mix(decoded.samples, *self.noise))
 
 
 @dataclass(frozen=True)
@@ -141,7 +150,7 @@ def evaluate(
     utterances = []
     for entry in entries:
         start = time.perf_counter()
-        audio = load_audio(entry.audio)
+        audio = entry.load()
         segments, _ = model.transcribe(audio.samples, options)
         segments = list(segments)
         elapsed = time.perf_counter() - start

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from amanuensis import devices, export
 from amanuensis.devices import CPU_EP, SessionPlan
 from amanuensis.export.io_names import MASKED_SCORE, cross_kv_names, new_kv_names, self_kv_names
 from amanuensis.models import ModelDims, WhisperCheckpoint
+from amanuensis.precision import choose_precision
 from amanuensis.sessions import GraphSession, SessionSettings, nodes_per_ep, open_session
 
 DEFAULT_THREADS = 0  # 0 lets onnxruntime use one thread per physical core
@@ -32,13 +33,15 @@ ENCODER_QUERY_CHUNKS = 5
 class RuntimeOptions:
     """How sessions are created and where they run."""
 
-    precision: str = "fp32"  # "fp32" or "int8" (calibrated QDQ graphs, built from a committed range table)
+    # "auto": INT8 where the model has a calibration for where it runs, else FP32 (amanuensis.precision);
+    # "int8" (an error without one) or "fp32"
+    precision: str = "auto"
     device: str = "auto"  # "auto" | "npu" | "gpu" | "cpu"; auto = an NPU if one is present, else the CPU
     backend: str = "onnxruntime"  # "onnxruntime" | "openvino"
     ep: str | None = None  # onnxruntime only: one execution provider by name (overrides device)
     allow_fallback: bool = True  # False: a missing device or an unsupported node is an error, not CPU work
     threads: int = DEFAULT_THREADS  # intra-op threads per session
-    range_table: Path | None = None  # INT8 only: calibration table to build from (None = the committed one)
+    range_table: Path | None = None  # INT8 only: calibration table to build from (None = the shipped one)
 
     def plan(self) -> SessionPlan:
         return devices.plan(self.backend, self.device, self.ep, self.allow_fallback)
@@ -57,7 +60,7 @@ FeedObserver = Callable[[Feed], None]  # sees every input a graph is given (cali
 
 
 def graph_paths(
-    checkpoint: WhisperCheckpoint, options: RuntimeOptions
+    checkpoint: WhisperCheckpoint, options: RuntimeOptions, plan: SessionPlan | None = None
 ) -> tuple[Callable[[], Path], Callable[[int], Path], Callable[[int], Path] | None]:
     """Encoder, decoder-step (by batch) and prefill (by block length, FP32 only) path getters.
 
@@ -72,8 +75,10 @@ def graph_paths(
         )
     if options.precision == "int8":
         from amanuensis.quantize import int8_graph_paths
+        from amanuensis.quantize.targets import target_for
 
-        return (*int8_graph_paths(checkpoint, options.range_table), None)
+        plan = plan or options.plan()
+        return (*int8_graph_paths(checkpoint, options.range_table, target_for(plan.backend, plan.ep)), None)
     raise ValueError(f"unknown precision {options.precision!r} (expected fp32 or int8)")
 
 
@@ -265,9 +270,12 @@ class ModelRuntime:
 
     def __init__(self, checkpoint: WhisperCheckpoint, options: RuntimeOptions | None = None) -> None:
         self.checkpoint = checkpoint
-        self.options = options or RuntimeOptions()
-        encoder_path, self._decoder_path, self._prefill_path = graph_paths(checkpoint, self.options)
-        self.plan = self.options.plan()  # decided once, so every graph runs where the first one does
+        options = options or RuntimeOptions()
+        self.plan = options.plan()  # decided once, so every graph runs where the first one does
+        choice = choose_precision(checkpoint, options.precision, self.plan, options.range_table)
+        self.options = replace(options, precision=choice.precision, range_table=choice.table)
+        self.precision_note = choice.note  # why the precision is not what was asked, if it is not
+        encoder_path, self._decoder_path, self._prefill_path = graph_paths(checkpoint, self.options, self.plan)
         self._decoders: dict[int, Decoder] = {}
         self._prefill: Prefill | None = None
         self._lock = threading.Lock()

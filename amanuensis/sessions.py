@@ -6,6 +6,9 @@ both report where the graph's nodes really ran (``placement``), from the library
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -22,6 +25,13 @@ RECORD_ASSIGNMENT = "session.record_ep_graph_assignment_info"
 DISABLE_CPU_FALLBACK = "session.disable_cpu_ep_fallback"
 ALLOW_SPINNING = "session.intra_op.allow_spinning"
 OPENVINO_NON_COMPUTE = ("Parameter", "Result", "Constant")  # graph plumbing, not work placed on a device
+# EPs that compile a graph for their device and can save the result as an EP context model
+# (onnxruntime's EPContext node): the next session loads that instead of compiling again.
+OPENVINO_CACHE_DIR = "openvino-cache"  # beside the graphs: OpenVINO's own compiled-model cache (CACHE_DIR)
+CONTEXT_EPS = ("QNNExecutionProvider", "OpenVINOExecutionProvider", "VitisAIExecutionProvider")
+EP_CONTEXT_ENABLE = "ep.context_enable"
+EP_CONTEXT_FILE = "ep.context_file_path"
+EP_CONTEXT_EMBED = "ep.context_embed_mode"  # 1: the compiled binary inside the saved model, one file to replace
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,10 @@ class SessionSettings:
     # spinning, tools/bench.py measured tiny.en INT8 at RTF 0.051-0.055, without it 0.046 (2 threads).
     spin_idle_threads: bool = False
     log_severity: int = 4  # onnxruntime session log level (4 = fatal only; placement is reported by us)
+    # Keep what an NPU compiler made (onnxruntime's EP context model; OpenVINO's CACHE_DIR) beside the
+    # graph, so only the first session on a machine pays for compiling. Off where a caller needs the
+    # node-by-node placement of a fresh compile (a context model shows one EPContext node per partition).
+    compiled_cache: bool = True
 
 
 @dataclass(frozen=True)
@@ -103,10 +117,37 @@ class OnnxRuntimeSession:
         if not settings.allow_fallback:
             options.add_session_config_entry(DISABLE_CPU_FALLBACK, "1")
         options.add_provider_for_devices(plan.ep_devices, plan.ep_options)
+        self.compiled_from_cache = False  # True when the session loaded a saved EP context model
+        if settings.compiled_cache and plan.ep in CONTEXT_EPS:
+            self.session = self._open_with_context_cache(path, plan, options)
+            return
+        self.session = _open(path, plan, options)
+
+    def _open_with_context_cache(
+        self, path: Path, plan: SessionPlan, options: ort.SessionOptions
+    ) -> ort.InferenceSession:
+        """Load the saved EP context model if there is a current one, else compile ``path`` and save
+        it (written under a temporary name, then renamed: a concurrent or interrupted run never
+        leaves a half-written context behind)."""
+        cached = context_cache_path(path, plan)
+        if cached.exists() and cached.stat().st_mtime >= path.stat().st_mtime:
+            try:
+                session = _open(cached, plan, options)
+                self.compiled_from_cache = True
+                return session
+            except DeviceUnavailable:
+                pass  # unreadable or from another EP version: compile again and replace it
+        staging = cached.with_name(f".{os.getpid()}.{threading.get_ident()}.{cached.name}")
+        options.add_session_config_entry(EP_CONTEXT_ENABLE, "1")
+        options.add_session_config_entry(EP_CONTEXT_FILE, str(staging))
+        options.add_session_config_entry(EP_CONTEXT_EMBED, "1")
         try:
-            self.session = ort.InferenceSession(str(path), options)
-        except Exception as error:  # onnxruntime raises its own Fail/EPFail types
-            raise DeviceUnavailable(f"{plan.ep} could not take {path.name}: {first_line(error)}") from error
+            session = _open(path, plan, options)
+            if staging.exists():
+                os.replace(staging, cached)
+        finally:
+            staging.unlink(missing_ok=True)
+        return session
 
     def run(self, output_names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(output_names, feed)
@@ -117,6 +158,21 @@ class OnnxRuntimeSession:
             for subgraph in self.session.get_provider_graph_assignment_info()
             for node in subgraph.get_nodes()
         ]
+
+
+def _open(path: Path, plan: SessionPlan, options: ort.SessionOptions) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(path), options)
+    except Exception as error:  # onnxruntime raises its own Fail/EPFail types
+        raise DeviceUnavailable(f"{plan.ep} could not take {path.name}: {first_line(error)}") from error
+
+
+def context_cache_path(path: Path, plan: SessionPlan) -> Path:
+    """Where the compiled form of ``path`` for this EP and these options is kept: beside the graph,
+    keyed by the EP, its options and the onnxruntime version (a compiled binary fits only those)."""
+    key = json.dumps([plan.ep, sorted(plan.ep_options.items()), ort.__version__])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return path.with_name(f"{path.stem}.{plan.ep.removesuffix('ExecutionProvider').lower()}-{digest}_ctx.onnx")
 
 
 class OpenVINOSession:
@@ -131,6 +187,8 @@ class OpenVINOSession:
             config["INFERENCE_PRECISION_HINT"] = "f32"
         if settings.threads and plan.ep == "CPU":
             config["INFERENCE_NUM_THREADS"] = str(settings.threads)
+        if settings.compiled_cache and plan.ep != "CPU":  # compiled blobs for NPU/GPU; the CPU compiles quickly
+            config["CACHE_DIR"] = str(path.parent / OPENVINO_CACHE_DIR)
         core = openvino.Core()
         self._model = core.read_model(str(path))
         try:

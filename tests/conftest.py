@@ -46,7 +46,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def tiny() -> WhisperModel:
-    return load_model("tiny.en", RuntimeOptions(threads=2))
+    return load_model("tiny.en", RuntimeOptions(precision="fp32", threads=2))
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +57,7 @@ def tiny_int8() -> WhisperModel:
 
 @pytest.fixture(scope="session")
 def base() -> WhisperModel:
-    return load_model("base", RuntimeOptions(threads=2))
+    return load_model("base", RuntimeOptions(precision="fp32", threads=2))
 
 
 @pytest.fixture(scope="session")

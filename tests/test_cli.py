@@ -186,3 +186,18 @@ def test_progress_bar_on_long_audio(tmp_path: Path) -> None:
     assert "100%|" in result.stderr and "/s" in result.stderr
     short = run("transcribe", SAMPLE, "--beam-size", "1")
     assert "%|" not in short.stderr  # short files get no bar
+
+
+def test_cli_and_python_api_agree_by_default(capsys: pytest.CaptureFixture[str]) -> None:
+    """Same file, same options, defaults otherwise: the CLI (in-process) and ``load_model`` give the
+    same text at the same precision. This clip reads differently in FP32 ("a grain or two") and INT8,
+    so a default precision that differed between the two would fail here."""
+    from amanuensis import TranscribeOptions, load_model
+    from amanuensis.cli import main
+
+    clip = VALIDATION_MANIFEST.parent / "1688-142285-0000.flac"
+    assert main(["transcribe", str(clip), "--beam-size", "1"]) == 0
+    printed = capsys.readouterr()
+    model = load_model("tiny.en")
+    assert model.runtime.options.precision == "int8" and "tiny.en int8" in printed.err
+    assert printed.out.strip() == model.transcribe_all(clip, TranscribeOptions(beam_size=1)).text.strip()

@@ -32,9 +32,11 @@ def qnn_table(tiny):
     return load_table(tiny.checkpoint, target="qnn")
 
 
-def _htp_session(path, allow_fallback: bool = False):
+def _htp_session(path, allow_fallback: bool = False, compiled_cache: bool = False):
+    """A session on the HTP; without the compiled cache by default, so placement is read node by node."""
     chosen = plan("onnxruntime", "auto", ep=QNN_EP, allow_fallback=allow_fallback)
-    return open_session(path, chosen, SessionSettings(threads=2, allow_fallback=allow_fallback))
+    settings = SessionSettings(threads=2, allow_fallback=allow_fallback, compiled_cache=compiled_cache)
+    return open_session(path, chosen, settings)
 
 
 def test_encoder_runs_entirely_on_the_htp(tiny, qnn_table, mel_window) -> None:
@@ -47,8 +49,10 @@ def test_encoder_runs_entirely_on_the_htp(tiny, qnn_table, mel_window) -> None:
     assert min(result.sqnr_db.values()) >= MIN_SQNR_DB
 
 
-def test_decoder_step_runs_on_the_htp_except_the_vocabulary_projection(tiny, qnn_table, mel_window) -> None:
-    """Measured: the HTP leaves the 51864-wide logits Gemm and the Q/DQ of the graph inputs to the CPU."""
+def test_decoder_step_runs_on_the_htp(tiny, qnn_table, mel_window) -> None:
+    """Every MAC of a decoder step on the HTP, the 51864-wide vocabulary projection included (it
+    gets int8 per-channel weights of its own: the HTP has no 16 × 16-bit FullyConnected); only
+    the Q/DQ of the graph's inputs stay on the CPU."""
     path = build_int8_graph(tiny.checkpoint, qnn_table, "decoder", 1)
     cross = tiny.runtime.encoder(mel_window)
     cache = tiny.runtime.decoder(1).new_cache()
@@ -62,8 +66,8 @@ def test_decoder_step_runs_on_the_htp_except_the_vocabulary_projection(tiny, qnn
     print(f"\ndecoder on HTP: {result.placement.summary()}; logits SQNR vs CPU INT8 {result.sqnr_db['logits']:.1f} dB")
     nodes = result.placement.nodes_per_ep
     assert nodes[QNN_EP] / sum(nodes.values()) > 0.9
-    assert set(result.placement.fallback_ops) <= {"QuantizeLinear", "DequantizeLinear", "Gemm"}
-    assert result.placement.fallback_ops.get("Gemm", 0) <= 1
+    assert set(result.placement.fallback_ops) <= {"QuantizeLinear", "DequantizeLinear"}
+    assert result.placement.accelerator_int8_share >= 0.95
     assert result.sqnr_db["logits"] >= MIN_SQNR_DB
 
 
@@ -73,3 +77,30 @@ def test_cpu_flavour_is_refused_without_fallback(tiny) -> None:
     path = path or build_int8_graph(tiny.checkpoint, load_table(tiny.checkpoint), "encoder")
     with pytest.raises(DeviceUnavailable, match=f"{QNN_EP} could not take"):
         _htp_session(path)
+
+
+def test_compiled_encoder_is_cached_and_gives_the_same_outputs(tiny, qnn_table, mel_window, tmp_path) -> None:
+    """The first session compiles for the HTP and saves an EP context model beside the graph; the
+    second loads it instead of compiling, faster, and computes the same cross K/V."""
+    import shutil
+    import time
+
+    from amanuensis.sessions import context_cache_path
+
+    graph = tmp_path / "encoder.onnx"
+    shutil.copy(build_int8_graph(tiny.checkpoint, qnn_table, "encoder"), graph)
+    names = [n for layer in range(tiny.checkpoint.dims.n_text_layer) for n in cross_kv_names(layer)]
+    feed = {"mel": mel_window[None]}
+    timings, outputs = [], []
+    for _ in range(2):
+        start = time.perf_counter()
+        session = _htp_session(graph, compiled_cache=True)
+        timings.append(time.perf_counter() - start)
+        outputs.append(session.run(names, feed))
+    chosen = plan("onnxruntime", "auto", ep=QNN_EP, allow_fallback=False)
+    assert context_cache_path(graph, chosen).is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging file left behind
+    print(f"\nHTP encoder session: first {timings[0]:.1f} s (compile + save), second {timings[1]:.1f} s (cached)")
+    assert session.compiled_from_cache and timings[1] < timings[0]
+    for first, second in zip(*outputs, strict=True):
+        np.testing.assert_array_equal(first, second)

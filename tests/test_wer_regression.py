@@ -1,4 +1,5 @@
-"""WER regression over the validation set, FP32 and INT8, against committed baselines.
+"""WER regression over the validation set, FP32 and INT8, against committed baselines, and the INT8
+gate on every listening condition (clean, unseen noise, NOIZEUS).
 
 Baselines (tests/baselines/*.json) are measured numbers, refreshed deliberately with
 ``python tools/wer_baselines.py``; a rise of more than REGRESSION_POINTS fails.
@@ -10,12 +11,20 @@ import json
 
 import pytest
 
+from amanuensis import conditions
 from amanuensis.engine import WhisperModel
-from amanuensis.evaluation import evaluate
+from amanuensis.evaluation import EvaluationReport, evaluate
 from amanuensis.quantize.pipeline import GATE_DECODING, GATE_MAX_DELTA
 from amanuensis.runtime import RuntimeOptions
 
 from .conftest import ROOT, needs_openvino
+
+GATE_CONDITIONS = {
+    c.name: c
+    for c in conditions.gate_conditions(
+        ROOT / conditions.DEFAULT_VALIDATION, ROOT / conditions.DEFAULT_GATE_NOISE, ROOT / conditions.DEFAULT_NOIZEUS
+    )
+}
 
 BASELINES = ROOT / "tests/baselines"
 REGRESSION_POINTS = 0.5
@@ -26,14 +35,13 @@ def _baseline(name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def wers(tiny, validation) -> dict[str, float]:
-    results = {}
-    for precision in ("fp32", "int8"):
-        model = (
-            tiny if precision == "fp32" else WhisperModel(tiny.checkpoint, RuntimeOptions(precision="int8", threads=2))
-        )
-        results[precision] = evaluate(model, validation, GATE_DECODING).wer
-    return results
+def clean_reports(tiny, tiny_int8, validation) -> dict[str, EvaluationReport]:
+    return {"fp32": evaluate(tiny, validation, GATE_DECODING), "int8": evaluate(tiny_int8, validation, GATE_DECODING)}
+
+
+@pytest.fixture(scope="module")
+def wers(clean_reports) -> dict[str, float]:
+    return {precision: report.wer for precision, report in clean_reports.items()}
 
 
 @pytest.mark.slow
@@ -59,3 +67,26 @@ def test_int8_gate_on_openvino(tiny, wers, validation) -> None:
     options = RuntimeOptions(precision="int8", threads=2, backend="openvino", device="cpu")
     wer = evaluate(WhisperModel(tiny.checkpoint, options), validation, GATE_DECODING).wer
     assert wer - wers["fp32"] < GATE_MAX_DELTA, (wer, wers)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["noisy", "noizeus"])
+def test_int8_gate_in_noise(tiny, tiny_int8, name: str) -> None:
+    """The shipped CPU flavour against FP32 on speech in noise: Δ WER within the condition's limit
+    and at least QOI_MIN of the clips not made worse (clean speech: test_int8_gate and the baseline)."""
+    if name not in GATE_CONDITIONS:
+        pytest.skip(f"{name}: the shared data is not beside this checkout")
+    condition = GATE_CONDITIONS[name]
+    entries = list(condition.entries)
+    result = conditions.compare(
+        condition, evaluate(tiny, entries, GATE_DECODING), evaluate(tiny_int8, entries, GATE_DECODING)
+    )
+    print(f"\n{result.to_dict()}")
+    assert result.passed, result.to_dict()
+
+
+@pytest.mark.slow
+def test_int8_gate_on_clean_speech(clean_reports) -> None:
+    """Clean speech: Δ WER at most 0.5 points and at least QOI_MIN of the clips not made worse."""
+    result = conditions.compare(GATE_CONDITIONS["clean"], clean_reports["fp32"], clean_reports["int8"])
+    assert result.passed, result.to_dict()

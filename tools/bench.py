@@ -4,8 +4,11 @@
 
 Every configuration runs in its own fresh process (so peak RSS is its own), one run each, in
 alternation (ours INT8, theirs int8, ours FP32, theirs float32), greedy decoding with Whisper's
-usual temperature fallback on both sides, the same decoded 16 kHz samples, the same thread count.
-Prints RTF, peak RSS, model bytes on disk, load time and WER per row, and the ratios.
+usual temperature fallback on both sides, the same decoded 16 kHz samples, the same thread count,
+over the gate's conditions (clean validation clips, the same in unseen noise, and NOIZEUS where
+the shared data is present). Prints RTF, peak RSS, model bytes on disk, load time and WER per
+condition for each row; then each engine's INT8 against its float (Δ WER and QoI per condition)
+and Amanuensis against faster-whisper (speed, memory, WER with a paired bootstrap interval).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import VALIDATION_MANIFEST, model_parser
+from common import ROOT, VALIDATION_MANIFEST, model_parser
 
 CONFIGS = ("amanuensis-int8", "faster-whisper-int8", "amanuensis-fp32", "faster-whisper-float32")
 
@@ -58,56 +61,96 @@ def _theirs(config: str, model: str, threads: int):
     return run, lambda: [directory / "model.bin"]
 
 
-def worker(config: str, model: str, threads: int, manifest: Path, limit: int | None) -> dict:
-    from amanuensis.audio import load_audio
-    from amanuensis.evaluation import read_manifest, utterance_errors, word_error_rate
+def _conditions(manifest: Path):
+    from amanuensis import conditions
 
-    entries = read_manifest(manifest)[:limit]
-    clips = [load_audio(e.audio).samples for e in entries]  # decoding audio is not part of either engine
+    return conditions.gate_conditions(manifest, ROOT / conditions.DEFAULT_GATE_NOISE, ROOT / conditions.DEFAULT_NOIZEUS)
+
+
+def worker(config: str, model: str, threads: int, manifest: Path, limit: int | None) -> dict:
+    from amanuensis.evaluation import utterance_errors, word_error_rate
+
+    # Decoding and mixing the audio is not part of either engine: done before the clock starts.
+    sets = {c.name: [(e.reference, e.load().samples) for e in c.entries[:limit]] for c in _conditions(manifest)}
     start = time.perf_counter()
     transcribe, files = (_ours if config.startswith("amanuensis") else _theirs)(config, model, threads)
     load_seconds = time.perf_counter() - start
-    hypotheses, elapsed = [], 0.0
-    for samples in clips:
-        start = time.perf_counter()
-        hypotheses.append(transcribe(samples))
-        elapsed += time.perf_counter() - start
-    audio_seconds = sum(len(c) for c in clips) / 16000
+    results, elapsed, samples_total = {}, 0.0, 0
+    for name, clips in sets.items():
+        hypotheses = []
+        for _, samples in clips:
+            start = time.perf_counter()
+            hypotheses.append(transcribe(samples))
+            elapsed += time.perf_counter() - start
+            samples_total += len(samples)
+        references = [r for r, _ in clips]
+        results[name] = {
+            "clips": len(clips),
+            "wer": word_error_rate(references, hypotheses),
+            "utterance_errors": utterance_errors(references, hypotheses),  # (edits, words) per clip
+        }
+    audio_seconds = samples_total / 16000
     return {
         "config": config,
-        "clips": len(clips),
+        "clips": sum(r["clips"] for r in results.values()),
         "audio_seconds": audio_seconds,
         "rtf": elapsed / audio_seconds,
         "peak_rss_mib": _peak_rss_mib(),
         "model_bytes": sum(Path(f).stat().st_size for f in files()),
         "load_seconds": load_seconds,
-        "wer": word_error_rate([e.reference for e in entries], hypotheses),
-        "utterance_errors": utterance_errors([e.reference for e in entries], hypotheses),  # (edits, words)
+        "conditions": results,
     }
+
+
+def _qoi(reference: list[list[int]], quantized: list[list[int]]) -> float:
+    """Share of scored clips whose word errors the quantized engine did not increase."""
+    scored = [(b[0], a[0]) for b, a in zip(reference, quantized, strict=True) if b[1]]
+    return sum(a <= b for b, a in scored) / len(scored)
 
 
 def render(rows: list[dict]) -> str:
     from amanuensis.evaluation import paired_wer_difference
 
     by_name = {r["config"]: r for r in rows}
+    names = list(rows[0]["conditions"])
     lines = [
-        "| configuration | RTF | peak RSS (MiB) | model on disk (MB) | load (s) | WER (%) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| configuration | RTF | peak RSS (MiB) | model on disk (MB) | load (s) | "
+        + " | ".join(f"WER {n} (%)" for n in names)
+        + " |",
+        "|---|---:|---:|---:|---:|" + "---:|" * len(names),
     ]
     for r in rows:
+        wers = " | ".join(f"{r['conditions'][n]['wer']:.2f}" for n in names)
         lines.append(
             f"| {r['config']} | {r['rtf']:.3f} | {r['peak_rss_mib']:.0f} | {r['model_bytes'] / 1e6:.1f} "
-            f"| {r['load_seconds']:.2f} | {r['wer']:.2f} |"
+            f"| {r['load_seconds']:.2f} | {wers} |"
         )
     lines.append("")
+    for quantized, reference in (
+        ("amanuensis-int8", "amanuensis-fp32"),
+        ("faster-whisper-int8", "faster-whisper-float32"),
+    ):
+        if quantized in by_name and reference in by_name:
+            q, f = by_name[quantized]["conditions"], by_name[reference]["conditions"]
+            cells = "; ".join(
+                f"{n} Δ {q[n]['wer'] - f[n]['wer']:+.2f}, "
+                f"QoI {_qoi(f[n]['utterance_errors'], q[n]['utterance_errors']):.0%}"
+                for n in names
+            )
+            lines.append(f"{quantized} vs {reference}: {cells}")
     for ours, theirs in (("amanuensis-int8", "faster-whisper-int8"), ("amanuensis-fp32", "faster-whisper-float32")):
         if ours in by_name and theirs in by_name:
             a, b = by_name[ours], by_name[theirs]
-            difference, low, high = paired_wer_difference(a["utterance_errors"], b["utterance_errors"])
+            wer = []
+            for n in names:
+                difference, low, high = paired_wer_difference(
+                    a["conditions"][n]["utterance_errors"], b["conditions"][n]["utterance_errors"]
+                )
+                wer.append(f"{n} {difference:+.2f} ({low:+.2f} … {high:+.2f})")
             lines.append(
                 f"{ours} vs {theirs}: {b['rtf'] / a['rtf']:.2f}× the speed, "
-                f"{a['peak_rss_mib'] / b['peak_rss_mib']:.2f}× the peak RSS, WER {difference:+.2f} points "
-                f"(95 % paired bootstrap over clips: {low:+.2f} … {high:+.2f})"
+                f"{a['peak_rss_mib'] / b['peak_rss_mib']:.2f}× the peak RSS; WER points with a 95 % paired "
+                f"bootstrap interval over clips: {'; '.join(wer)}"
             )
     return "\n".join(lines)
 

@@ -50,7 +50,7 @@ def main() -> None:
     checkpoint = WhisperCheckpoint.load(args.model)
     shipped = load_table(checkpoint)
     entries = read_manifest(VALIDATION_MANIFEST)
-    fp32 = WhisperModel(checkpoint, RuntimeOptions(threads=args.threads))
+    fp32 = WhisperModel(checkpoint, RuntimeOptions(precision="fp32", threads=args.threads))
     recorded = record_inputs(fp32, find_calibration_clips(ROOT / "calibration_audio"), ROOT)
     fp32_wer = evaluate(fp32, entries, GATE_DECODING).wer
     rows = []

@@ -38,7 +38,7 @@ def main() -> int:
 
     from faster_whisper import WhisperModel as ReferenceModel
 
-    ours = load_model(args.model, RuntimeOptions(threads=args.threads))
+    ours = load_model(args.model, RuntimeOptions(precision="fp32", threads=args.threads))
     reference = ReferenceModel(
         str(ours.checkpoint.files.config_path.parent), device="cpu", compute_type="float32", cpu_threads=args.threads
     )

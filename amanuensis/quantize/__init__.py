@@ -78,7 +78,7 @@ def load_table(checkpoint: WhisperCheckpoint, path: Path | None = None, target: 
     return table
 
 
-QDQ_BUILD = 4  # bump when build_qdq changes what it makes from the same table (cached builds are then redone)
+QDQ_BUILD = 8  # bump when build_qdq changes what it makes from the same table (cached builds are then redone)
 
 
 INT8_DIR_PREFIX = "int8-"  # INT8 builds live in <model cache>/int8-<table fingerprint>-b<QDQ_BUILD>/
@@ -110,11 +110,22 @@ def build_int8_graph(
 ) -> Path:
     """Path of one INT8 graph, built from the table's ranges if it is not there yet."""
     path = int8_graph_path(directory or int8_dir(checkpoint, table), graph, batch)
-    if not path.exists():
+    if path.exists():
+        return path
+    source = export.encoder_path(checkpoint) if graph == "encoder" else export.decoder_step_path(checkpoint, batch)
+    excluded = table.excluded_nodes.get(graph, [])
+    if table.recipe.scheme == "dynamic":
+        from amanuensis.quantize.dynamic import build_dynamic
+        from amanuensis.runtime import ENCODER_QUERY_CHUNKS
+
+        # Only the CPU EP runs this flavour, so the encoder is query-chunked here, before the
+        # attention rewrite removes the Softmax the runtime's own chunking looks for.
+        chunks = ENCODER_QUERY_CHUNKS if graph == "encoder" else 1
+        build_dynamic(source, path, table.recipe, excluded, query_chunks=chunks)
+    else:
         from amanuensis.quantize.qdq import build_qdq
 
-        source = export.encoder_path(checkpoint) if graph == "encoder" else export.decoder_step_path(checkpoint, batch)
-        build_qdq(source, path, table.recipe, table.ranges[graph], table.excluded_nodes.get(graph, []))
+        build_qdq(source, path, table.recipe, table.ranges[graph], excluded)
     return path
 
 
@@ -143,10 +154,13 @@ def prepare_int8(
 
 
 def int8_graph_paths(
-    checkpoint: WhisperCheckpoint, table_path: Path | None = None
+    checkpoint: WhisperCheckpoint, table_path: Path | None = None, target: str = "cpu"
 ) -> tuple[Callable[[], Path], Callable[[int], Path]]:
-    """Encoder and decoder-step path getters for the runtime; the table is read once, here."""
-    table = load_table(checkpoint, table_path)
+    """Encoder and decoder-step path getters for the runtime; the table is read once, here.
+    Without a table path, the target's own table, else the CPU one."""
+    if table_path is None and find_table(checkpoint.files.name, target) is None:
+        target = "cpu"
+    table = load_table(checkpoint, table_path, target)
     return (
         lambda: build_int8_graph(checkpoint, table, "encoder"),
         lambda batch: build_int8_graph(checkpoint, table, "decoder", batch),

@@ -20,6 +20,7 @@ from onnx import numpy_helper, shape_inference
 from onnxruntime.quantization import qdq_loss_debug
 
 from amanuensis.quantize.calibration import FeedReader
+from amanuensis.quantize.dynamic import build_dynamic, dynamic_integer_nodes
 from amanuensis.quantize.qdq import build_qdq
 from amanuensis.quantize.recipe import COMPUTE_OP_TYPES, QuantRecipe, Ranges
 from amanuensis.quantize.targets import source_node_name
@@ -64,14 +65,16 @@ def compute_nodes(model: onnx.ModelProto) -> list[ComputeNode]:
     return nodes
 
 
-def int8_node_names(qdq_model: onnx.ModelProto) -> set[str]:
-    """Exported compute nodes whose activation and weight inputs both come out of DequantizeLinear."""
-    dq_outputs = {n.output[0] for n in qdq_model.graph.node if n.op_type == "DequantizeLinear"}
-    return {
+def int8_node_names(model: onnx.ModelProto) -> set[str]:
+    """Exported compute nodes that run on 8-bit inputs: in a QDQ graph, those whose activation and
+    weight inputs both come out of DequantizeLinear; in a dynamic one, the integer kernels."""
+    dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    qdq = {
         source_node_name(n.name)
-        for n in qdq_model.graph.node
+        for n in model.graph.node
         if n.op_type in COMPUTE_OP_TYPES and all(i in dq_outputs for i in n.input[:2])
     }
+    return qdq | dynamic_integer_nodes(model)
 
 
 def int8_mac_share(nodes: list[ComputeNode], int8_names: set[str]) -> float:
@@ -173,7 +176,10 @@ def isolated_sensitivity(
     with tempfile.TemporaryDirectory(prefix="amanuensis-sensitivity-") as tmp:
         single = Path(tmp) / "single.onnx"
         for node in nodes:
-            build_qdq(float_model, single, recipe, ranges, only=[node.name])
+            if recipe.scheme == "dynamic":
+                build_dynamic(float_model, single, recipe, only=[node.name])
+            else:
+                build_qdq(float_model, single, recipe, ranges, only=[node.name])
             ranked.append(
                 NodeSensitivity(node.name, node.op_type, node.macs, _sqnr(reference, _run_all(single, feeds)))
             )

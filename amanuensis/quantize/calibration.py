@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.quantization.calibrate import CalibrationDataReader, create_calibrator
 
-from amanuensis.audio import AUDIO_SUFFIXES, load_audio
+from amanuensis import noise
+from amanuensis.audio import AUDIO_SUFFIXES, SAMPLE_RATE, load_audio
 from amanuensis.engine import WhisperModel
 from amanuensis.export.io_names import cross_kv_names, self_kv_names
 from amanuensis.models import ModelDims
@@ -34,6 +35,11 @@ CALIBRATION_DECODING = TranscribeOptions(beam_size=1, best_of=1)
 # scalars per tensor per run; the histogram methods keep every full tensor of the chunk until it is
 # binned (the encoder's attention maps are 54 MB each), so they take few runs at a time.
 CHUNK_RUNS = {"minmax": 32, "entropy": 2, "percentile": 2, "minmse": 2}
+NOISE_FOLDER = "noise"  # inside the calibration folder: real noise recordings, never speech to calibrate on
+# Every clean clip is calibrated on once more with one of those recordings mixed in, at one of
+# these SNRs, drawn with a seed made from the clip's name (recorded in the table).
+CALIBRATION_SNRS_DB = (0.0, 5.0, 10.0, 15.0, 20.0)
+CALIBRATION_SEED_SALT = "calibration"
 
 
 class CalibrationDataError(ValueError):
@@ -52,16 +58,41 @@ def sha256_file(path: Path) -> str:
 class CalibrationClip:
     path: Path
     sha256: str
+    noise: tuple[Path, noise.NoiseMix] | None = None  # (noise folder, mix) for a noisy copy
+
+    def load(self) -> np.ndarray:
+        samples = load_audio(self.path).samples
+        return noise.mix(samples, *self.noise) if self.noise else samples
 
 
 def find_calibration_clips(directory: Path) -> list[CalibrationClip]:
-    """Every audio file under ``directory`` (sorted, so the table is reproducible)."""
+    """Every speech file under ``directory`` but its noise folder (sorted: the table is reproducible)."""
     if not directory.is_dir():
         raise CalibrationDataError(f"calibration folder {directory} does not exist")
-    paths = sorted(p for p in directory.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    paths = sorted(
+        p
+        for p in directory.rglob("*")
+        if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file() and NOISE_FOLDER not in p.relative_to(directory).parts
+    )
     if not paths:
         raise CalibrationDataError(f"calibration folder {directory} holds no audio files")
     return [CalibrationClip(p, sha256_file(p)) for p in paths]
+
+
+def with_noisy_copies(clips: list[CalibrationClip], noise_dir: Path) -> list[CalibrationClip]:
+    """The clean clips, then each again with real noise mixed in (see CALIBRATION_SNRS_DB)."""
+    noisy = [
+        CalibrationClip(
+            c.path,
+            c.sha256,
+            (
+                noise_dir,
+                noise.draw_mix(noise_dir, CALIBRATION_SNRS_DB, noise.stable_seed(CALIBRATION_SEED_SALT, c.path.name)),
+            ),
+        )
+        for c in clips
+    ]
+    return clips + noisy
 
 
 def check_disjoint(clips: list[CalibrationClip], validation_audio: list[Path]) -> None:
@@ -141,12 +172,15 @@ def record_inputs(
     )
     try:
         for clip in clips:
-            audio = load_audio(clip.path)
-            segments, _ = model.transcribe(audio.samples, CALIBRATION_DECODING)
+            samples = clip.load()
+            segments, _ = model.transcribe(samples, CALIBRATION_DECODING)
             for _ in segments:
                 pass
             shown = clip.path.relative_to(root) if root else clip.path
-            recorded.sources.append({"path": shown.as_posix(), "sha256": clip.sha256, "seconds": audio.duration})
+            source = {"path": shown.as_posix(), "sha256": clip.sha256, "seconds": len(samples) / SAMPLE_RATE}
+            if clip.noise:
+                source["noise"] = clip.noise[1].to_dict()
+            recorded.sources.append(source)
             if on_clip:
                 on_clip(clip)
     finally:

@@ -1,7 +1,8 @@
 """``amanuensis quantize``: calibrate, build INT8, gate on WER, keep damaging nodes float, report.
 
-Calibration sees only ``calibration_audio/``; the validation manifest is used to rank node
-sensitivity and to decide when the gate passes, never to compute a range.
+Calibration sees only ``calibration_audio/`` (clean, and mixed with its own noise recordings), which
+also ranks node sensitivity; the gate's conditions (clean validation speech, the same in noise the
+calibration never heard, NOIZEUS) only decide whether an attempt passes, never a range or a rank.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import onnx
 from tqdm import tqdm
 
 from amanuensis import export
+from amanuensis.conditions import QOI_MIN, Condition, ConditionResult, compare
 from amanuensis.engine import WhisperModel
-from amanuensis.evaluation import ManifestEntry, evaluate, read_manifest
+from amanuensis.evaluation import EvaluationReport, ManifestEntry, evaluate
 from amanuensis.models import WhisperCheckpoint
 from amanuensis.quantize import GRAPHS, build_int8_graph, int8_dir
 from amanuensis.quantize.analysis import (
@@ -29,21 +31,26 @@ from amanuensis.quantize.analysis import (
     isolated_sensitivity,
 )
 from amanuensis.quantize.calibration import (
+    NOISE_FOLDER,
     CalibrationClip,
     RecordedInputs,
     check_disjoint,
     compute_ranges,
     find_calibration_clips,
     record_inputs,
+    with_noisy_copies,
 )
+from amanuensis.quantize.dynamic import KEPT_INTEGER
 from amanuensis.quantize.recipe import QuantRecipe, RangeTable
 from amanuensis.runtime import Feed, RuntimeOptions
 from amanuensis.transcribe import TranscribeOptions
 
-GATE_MAX_DELTA = 1.0  # WER points (absolute) INT8 may lose against FP32; the product's gate
-DEFAULT_TARGET_DELTA = 0.5  # mixed precision keeps going until the loss is at most this
+GATE_MAX_DELTA = 1.0  # WER points INT8 may never lose on clean speech; each condition sets a tighter limit
+DEFAULT_TARGET_DELTA = (
+    0.5  # mixed precision keeps going until clean speech loses at most this, and every condition passes
+)
 GATE_DECODING = TranscribeOptions(beam_size=1, best_of=1)  # greedy: deterministic and 5× cheaper than beams
-SENSITIVITY_CLIPS = 4  # validation clips whose graph inputs rank node sensitivity
+SENSITIVITY_CLIPS = 4  # calibration clips (clean and noisy) whose graph inputs rank node sensitivity
 SENSITIVITY_ENCODER_WINDOWS = 3
 SENSITIVITY_DECODER_STEPS = 64
 Log = Callable[[str], None]
@@ -52,34 +59,51 @@ Log = Callable[[str], None]
 @dataclass(frozen=True)
 class QuantizeConfig:
     model: str  # tiny.en, base or a CTranslate2 directory
-    calibration_dir: Path  # real speech only
-    validation_manifest: Path  # disjoint from calibration; used for ranking and the gate
+    calibration_dir: Path  # real speech only, and real noise recordings in its noise/ folder
+    conditions: tuple[Condition, ...]  # what the gate judges (clean first); none shares audio with calibration
     recipe: QuantRecipe = field(default_factory=QuantRecipe)  # how ranges are calibrated and tensors stored
-    target_delta: float = DEFAULT_TARGET_DELTA  # stop keeping nodes float once INT8 loses at most this
+    target_delta: float = DEFAULT_TARGET_DELTA  # stop keeping nodes float once clean speech loses at most this
     group_size: int = 2  # nodes returned to float per mixed-precision step
-    patience: int = 3  # stop after this many steps without a better WER (small sets are noisy)
+    patience: int = 3  # stop after this many steps without a better score (small sets are noisy)
     threads: int = 0  # intra-op threads (0 = one per core)
     mixed_precision: bool = True  # False: report the all-INT8 result as is
+    noisy_calibration: bool = True  # also calibrate on each clip mixed with real noise
 
 
 @dataclass(frozen=True)
 class GateStep:
-    """One mixed-precision attempt."""
+    """One mixed-precision attempt, judged on every condition."""
 
     float_nodes: tuple[str, ...]  # every node kept float in this attempt
     int8_mac_share: float  # of all MatMul/Conv/Gemm MACs in encoder + one decoder step
-    wer: float  # INT8 WER, percent
-    delta: float  # INT8 − FP32, WER points
+    results: tuple[ConditionResult, ...]  # per condition, clean first
+
+    @property
+    def wer(self) -> float:  # clean speech, percent
+        return self.results[0].int8_wer
+
+    @property
+    def delta(self) -> float:  # clean speech, INT8 − FP32 points
+        return self.results[0].delta
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def shortfall(self) -> float:
+        """How far from passing: WER points over each limit plus QoI points under it (0 = passes)."""
+        return sum(max(0.0, r.delta - r.max_delta) + max(0.0, 100 * (QOI_MIN - r.qoi)) for r in self.results)
 
 
 @dataclass
 class QuantizationResult:
     table: RangeTable  # the final one (its excluded_nodes are the mixed-precision result)
-    fp32_wer: float
+    fp32: dict[str, EvaluationReport]  # condition → FP32 evaluation
     steps: list[GateStep]
     sensitivity: dict[str, list[NodeSensitivity]]  # graph → ranked nodes
     nodes: dict[str, list[ComputeNode]]  # graph → compute nodes of the FP32 graph
-    validation_utterances: int
+    conditions: tuple[Condition, ...]
     calibration_seconds: float
     validation_feeds: dict[str, list[Feed]] = field(default_factory=dict)  # graph → inputs for error analysis
 
@@ -90,8 +114,16 @@ class QuantizationResult:
         return self.steps[self.best_step]
 
     @property
+    def fp32_wer(self) -> float:
+        return self.final.results[0].fp32_wer
+
+    @property
+    def validation_utterances(self) -> int:
+        return len(self.conditions[0].entries)
+
+    @property
     def passed(self) -> bool:
-        return self.final.delta < GATE_MAX_DELTA
+        return self.final.passed
 
 
 def float_graph(checkpoint: WhisperCheckpoint, graph: str) -> Path:
@@ -100,12 +132,23 @@ def float_graph(checkpoint: WhisperCheckpoint, graph: str) -> Path:
 
 def calibrate(
     checkpoint: WhisperCheckpoint, clips: list[CalibrationClip], recipe: QuantRecipe, root: Path, threads: int
-) -> RangeTable:
-    """Record real graph inputs on the calibration clips and compute every activation range."""
-    fp32 = WhisperModel(checkpoint, RuntimeOptions(threads=threads))
+) -> tuple[RangeTable, dict[str, list[Feed]]]:
+    """Record real graph inputs on the calibration clips and compute every activation range (none
+    for the dynamic scheme, which only records a few clips to rank node sensitivity on).
+    Returns the table and the sensitivity inputs."""
+    fp32 = WhisperModel(checkpoint, RuntimeOptions(precision="fp32", threads=threads))
+    if recipe.scheme == "dynamic":  # the sensitivity clips: half clean, half noisy
+        half = SENSITIVITY_CLIPS // 2
+        clips = clips[:half] + clips[len(clips) // 2 : len(clips) // 2 + half]
     with tqdm(total=len(clips), desc="calibration audio", unit="clip") as bar:
         recorded = record_inputs(fp32, clips, root, on_clip=lambda _: bar.update())
-    return table_from_inputs(checkpoint, recorded, recipe)
+    feeds = sensitivity_feeds(recorded)
+    if recipe.scheme == "dynamic":
+        table = RangeTable(
+            checkpoint.files.name, checkpoint.digest, export.EXPORT_VERSION, recipe, recorded.sources, {}
+        )
+        return table, feeds
+    return table_from_inputs(checkpoint, recorded, recipe), feeds
 
 
 def table_from_inputs(checkpoint: WhisperCheckpoint, recorded: RecordedInputs, recipe: QuantRecipe) -> RangeTable:
@@ -119,7 +162,16 @@ def table_from_inputs(checkpoint: WhisperCheckpoint, recorded: RecordedInputs, r
     return RangeTable(checkpoint.files.name, checkpoint.digest, export.EXPORT_VERSION, recipe, recorded.sources, ranges)
 
 
-def _validation_feeds(fp32: WhisperModel, entries: list[ManifestEntry]) -> dict[str, list[Feed]]:
+def sensitivity_feeds(recorded: RecordedInputs) -> dict[str, list[Feed]]:
+    """A few encoder windows and evenly spaced decoder steps, spread over the recorded clips."""
+    encoder = recorded.encoder[:: max(1, len(recorded.encoder) // SENSITIVITY_ENCODER_WINDOWS)]
+    decoder = list(recorded.decoder_feeds())
+    stride = max(1, len(decoder) // SENSITIVITY_DECODER_STEPS)
+    return {"encoder": encoder[:SENSITIVITY_ENCODER_WINDOWS], "decoder": decoder[::stride]}
+
+
+def _validation_feeds(fp32: WhisperModel, entries: tuple[ManifestEntry, ...]) -> dict[str, list[Feed]]:
+    """Inputs for the report's per-tensor error analysis (never used to choose anything)."""
     clips = [CalibrationClip(e.audio, "") for e in entries[:SENSITIVITY_CLIPS]]
     recorded = record_inputs(fp32, clips)
     decoder = list(recorded.decoder_feeds())
@@ -128,17 +180,19 @@ def _validation_feeds(fp32: WhisperModel, entries: list[ManifestEntry]) -> dict[
 
 
 def rank_sensitivity(
-    checkpoint: WhisperCheckpoint, table: RangeTable, feeds: dict[str, list[Feed]]
-) -> tuple[dict[str, list[ComputeNode]], dict[str, list[NodeSensitivity]]]:
-    nodes, ranked = {}, {}
+    checkpoint: WhisperCheckpoint,
+    table: RangeTable,
+    nodes: dict[str, list[ComputeNode]],
+    feeds: dict[str, list[Feed]],
+) -> dict[str, list[NodeSensitivity]]:
+    ranked = {}
     for graph in GRAPHS:
         path = float_graph(checkpoint, graph)
-        nodes[graph] = compute_nodes(onnx.load(str(path)))
         with tqdm(total=len(nodes[graph]), desc=f"sensitivity: {graph}", unit="node") as bar:
             ranked[graph] = isolated_sensitivity(
-                path, table.recipe, table.ranges[graph], nodes[graph], feeds[graph], lambda _: bar.update()
+                path, table.recipe, table.ranges.get(graph, {}), nodes[graph], feeds[graph], lambda _: bar.update()
             )
-    return nodes, ranked
+    return ranked
 
 
 def mac_share(checkpoint: WhisperCheckpoint, table: RangeTable, nodes: dict[str, list[ComputeNode]]) -> float:
@@ -151,31 +205,30 @@ def mac_share(checkpoint: WhisperCheckpoint, table: RangeTable, nodes: dict[str,
     return int8_mac_share(all_nodes, int8_names)
 
 
+def _evaluate_all(model: WhisperModel, conditions: tuple[Condition, ...]) -> dict[str, EvaluationReport]:
+    return {c.name: evaluate(model, list(c.entries), GATE_DECODING) for c in conditions}
+
+
 def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationResult:
     checkpoint = WhisperCheckpoint.load(config.model)
     clips = find_calibration_clips(config.calibration_dir)
-    entries = read_manifest(config.validation_manifest)
-    check_disjoint(clips, [e.audio for e in entries])
+    for condition in config.conditions:
+        check_disjoint(clips, [e.audio for e in condition.entries])
+    if config.noisy_calibration:
+        clips = with_noisy_copies(clips, config.calibration_dir / NOISE_FOLDER)
     log(
         f"calibrating {checkpoint.files.name} on {len(clips)} clips from {config.calibration_dir} "
         f"({config.recipe.describe()})"
     )
-    table = calibrate(checkpoint, clips, config.recipe, config.calibration_dir.parent, config.threads)
+    table, ranking_feeds = calibrate(checkpoint, clips, config.recipe, config.calibration_dir.parent, config.threads)
 
-    fp32 = WhisperModel(checkpoint, RuntimeOptions(threads=config.threads))
-    feeds = _validation_feeds(fp32, entries)
-    if config.mixed_precision:
-        log("ranking node sensitivity on validation inputs")
-        nodes, ranked = rank_sensitivity(checkpoint, table, feeds)
-    else:  # nothing will be returned to float, so the (slow) ranking would go unused
-        nodes = {graph: compute_nodes(onnx.load(str(float_graph(checkpoint, graph)))) for graph in GRAPHS}
-        ranked = {graph: [] for graph in GRAPHS}
-    log(f"FP32 WER on {len(entries)} validation utterances (greedy)")
-    fp32_wer = evaluate(fp32, entries, GATE_DECODING).wer
+    fp32 = WhisperModel(checkpoint, RuntimeOptions(precision="fp32", threads=config.threads))
+    nodes = {graph: compute_nodes(onnx.load(str(float_graph(checkpoint, graph)))) for graph in GRAPHS}
+    ranked: dict[str, list[NodeSensitivity]] = {graph: [] for graph in GRAPHS}  # ranked once a step fails
+    order: list[tuple[float, str, str]] = []
+    log(f"FP32 WER on {', '.join(c.name for c in config.conditions)} (greedy)")
+    fp32_reports = _evaluate_all(fp32, config.conditions)
 
-    order = sorted(
-        ((s.sqnr_db, graph, s.node) for graph, ranking in ranked.items() for s in ranking), key=lambda t: t[0]
-    )
     steps: list[GateStep] = []
     float_nodes: list[tuple[str, str]] = []
     tables: list[RangeTable] = []
@@ -189,29 +242,44 @@ def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationRe
             int8 = WhisperModel(
                 checkpoint, RuntimeOptions(precision="int8", threads=config.threads, range_table=table_path)
             )
-            wer = evaluate(int8, entries, GATE_DECODING).wer
-            share = mac_share(checkpoint, table, nodes)
-            step = GateStep(tuple(n for _, n in float_nodes), share, wer, wer - fp32_wer)
+            int8_reports = _evaluate_all(int8, config.conditions)
+            results = tuple(compare(c, fp32_reports[c.name], int8_reports[c.name]) for c in config.conditions)
+            step = GateStep(tuple(n for _, n in float_nodes), mac_share(checkpoint, table, nodes), results)
             steps.append(step)
             log(
-                f"  {len(float_nodes):2d} nodes float, {share:6.1%} of MACs INT8: "
-                f"WER {wer:.2f} (FP32 {fp32_wer:.2f}, Δ {step.delta:+.2f})"
+                f"  {len(float_nodes):2d} nodes float, {step.int8_mac_share:6.1%} of MACs INT8: "
+                + "; ".join(f"{r.name} Δ {r.delta:+.2f} QoI {r.qoi:.0%}" for r in results)
             )
-            best = min(range(len(steps)), key=lambda i: steps[i].delta)
+            best = _best(steps)
             stalled = len(steps) - 1 - best >= config.patience
-            if (
-                step.delta <= config.target_delta
-                or not config.mixed_precision
-                or stalled
-                or len(float_nodes) == len(order)
-            ):
+            if (step.passed and step.delta <= config.target_delta) or not config.mixed_precision or stalled:
+                break
+            if not order:  # the first failure: rank nodes now (slow), so a build that passes never pays for it
+                log("ranking node sensitivity on calibration inputs")
+                ranked = rank_sensitivity(checkpoint, table, nodes, ranking_feeds)
+                order = sorted(
+                    (
+                        (s.sqnr_db, graph, s.node)
+                        for graph, ranking in ranked.items()
+                        for s in ranking
+                        if not (config.recipe.scheme == "dynamic" and s.node in KEPT_INTEGER)
+                    ),
+                    key=lambda t: t[0],
+                )
+            if len(float_nodes) == len(order):
                 break
             nxt = order[len(float_nodes) : len(float_nodes) + config.group_size]
             float_nodes += [(g, n) for _, g, n in nxt]
-    best = min(range(len(steps)), key=lambda i: steps[i].delta)
+    best = _best(steps)
     table = tables[best]
     for i, tried in enumerate(tables):
         if i != best:
             shutil.rmtree(int8_dir(checkpoint, tried), ignore_errors=True)
     seconds = sum(c["seconds"] for c in table.calibration)
-    return QuantizationResult(table, fp32_wer, steps, ranked, nodes, len(entries), seconds, feeds, best)
+    feeds = _validation_feeds(fp32, config.conditions[0].entries)
+    return QuantizationResult(table, fp32_reports, steps, ranked, nodes, config.conditions, seconds, feeds, best)
+
+
+def _best(steps: list[GateStep]) -> int:
+    """The attempt closest to passing; among equals, the one with fewest float nodes (earliest)."""
+    return min(range(len(steps)), key=lambda i: (steps[i].shortfall, steps[i].delta if steps[i].passed else 0, i))

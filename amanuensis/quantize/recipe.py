@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from onnxruntime.quantization import QuantType
 
 TABLE_FORMAT = 1  # bump when the table layout changes
+SCHEMES = ("static", "dynamic")  # calibrated QDQ; or integer kernels with run-time scales (quantize.dynamic)
 METHODS = ("minmax", "entropy", "percentile", "minmse")  # qdq.CALIBRATION_METHODS; minmse: see quantize.mse
 COMPUTE_OP_TYPES = ("MatMul", "Conv", "Gemm")
 
@@ -33,9 +34,16 @@ class QuantRecipe:
     activation_symmetric: bool = False  # zero point fixed at the middle (signed activations)
     percentile: float = 99.999  # only for method="percentile": share of |values| kept in range
     target: str = "cpu"  # QDQ flavour: which ops get QDQ and how the graph is prepared (targets.TARGETS)
+    # "static": calibrated QDQ, what NPU compilers need; "dynamic": activation scales measured at run
+    # time (CPU only; nothing is calibrated, so method, activation_bits and symmetry do not apply)
+    scheme: str = "static"
 
     def __post_init__(self) -> None:
         get_target(self.target)
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"unknown quantization scheme {self.scheme!r}; choose from {', '.join(SCHEMES)}")
+        if self.scheme == "dynamic" and self.target != "cpu":
+            raise ValueError("run-time (dynamic) activation scales are for the CPU only; NPU targets need static QDQ")
         if self.method not in METHODS:
             raise ValueError(f"unknown calibration method {self.method!r}; choose from {', '.join(METHODS)}")
         if self.activation_bits not in (8, 16):
@@ -62,6 +70,9 @@ class QuantRecipe:
         return {"num_bins": 512, "num_quantized_bins": 128}
 
     def describe(self) -> str:
+        if self.scheme == "dynamic":
+            granularity = "per-channel" if self.per_channel else "per-tensor"
+            return f"dynamic: {granularity} int8 weights, uint8 activations with run-time per-tensor scales"
         sym = "symmetric" if self.activation_symmetric else "asymmetric"
         granularity = "per-channel" if self.per_channel else "per-tensor"
         weights = get_target(self.target).weights

@@ -78,6 +78,16 @@ TARGETS = {
 }
 
 
+# INT8 flavour per place the graphs run: NPU compilers and OpenVINO get static QDQ of their own;
+# onnxruntime's CPU EP (and anything else) the CPU flavour.
+EP_TARGETS = {"QNNExecutionProvider": "qnn", "VitisAIExecutionProvider": "vitisai"}
+
+
+def target_for(backend: str, ep: str | None) -> str:
+    """The INT8 flavour for graphs run by ``backend`` on ``ep``."""
+    return "openvino" if backend == "openvino" else EP_TARGETS.get(ep or "", "cpu")
+
+
 def get_target(name: str) -> Target:
     if name not in TARGETS:
         raise ValueError(f"unknown quantization target {name!r}; choose from {', '.join(TARGETS)}")

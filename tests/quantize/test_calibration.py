@@ -23,14 +23,17 @@ from ..conftest import CALIBRATION_DIR, ROOT, VALIDATION_MANIFEST
 MIN_SPEECH_RMS_DBFS = -45.0  # read speech sits around −20 to −30 dBFS; noise floors and silence far below
 
 
-@pytest.fixture(scope="module", params=["cpu", "qnn", "vitisai"])
+@pytest.fixture(scope="module", params=["cpu", "openvino", "qnn", "vitisai"])
 def shipped_table(request: pytest.FixtureRequest) -> RangeTable:
     return RangeTable.load(committed_table_path("tiny.en", request.param))
 
 
 def test_shipped_ranges_come_from_the_calibration_folder(shipped_table: RangeTable) -> None:
-    """Every clip the shipped ranges were computed from is a file in calibration_audio/, unchanged."""
-    assert len(shipped_table.calibration) == len(find_calibration_clips(CALIBRATION_DIR))
+    """Every clip the shipped ranges were computed from is a file in calibration_audio/, unchanged
+    (the dynamic CPU flavour has no ranges: its few clips only ranked node sensitivity)."""
+    clean = [s for s in shipped_table.calibration if "noise" not in s]
+    if shipped_table.recipe.scheme == "static":
+        assert len(clean) == len(find_calibration_clips(CALIBRATION_DIR))
     for source in shipped_table.calibration:
         path = ROOT / source["path"]
         assert path.resolve().is_relative_to(CALIBRATION_DIR.resolve()), source["path"]

@@ -1,4 +1,5 @@
-"""The shipped INT8 build: what the report counts as INT8 really is QDQ, sizes, agreement with FP32."""
+"""The shipped INT8 builds: what the reports count as integer really is (QDQ in the static OpenVINO
+flavour, integer kernels in the dynamic CPU one), sizes, agreement with FP32."""
 
 from __future__ import annotations
 
@@ -15,21 +16,34 @@ from amanuensis.audio import load_audio, log_mel_spectrogram, pad_or_trim
 from amanuensis.engine import WhisperModel
 from amanuensis.evaluation import word_error_rate
 from amanuensis.export.graph_index import GraphIndex
-from amanuensis.quantize import build_int8_graph, load_table
+from amanuensis.quantize import build_int8_graph, committed_table_path, load_table
 from amanuensis.quantize.analysis import compute_nodes, int8_node_names
 from amanuensis.quantize.report import MAX_SIZE_RATIO
-from amanuensis.runtime import Encoder, RuntimeOptions
+from amanuensis.runtime import ENCODER_QUERY_CHUNKS, Encoder, RuntimeOptions
 
 from ..conftest import ROOT, SAMPLE, SAMPLE_REFERENCE, sqnr_db
 
-REPORT = ROOT / "models/tiny.en/quantization_report.json"
+REPORT = ROOT / "models/tiny.en/quantization_report.openvino.json"  # the static QDQ flavour's
+DYNAMIC_REPORT = ROOT / "models/tiny.en/quantization_report.json"  # the CPU flavour's
 MIN_ENCODER_SQNR_DB = 12.0  # cross K/V of the INT8 encoder vs FP32 on a validation window
+GRAPHS = ("encoder", "decoder")
+
+
+def _static_table(tiny):
+    return load_table(tiny.checkpoint, committed_table_path("tiny.en", "openvino"), "openvino")
 
 
 @pytest.fixture(scope="module")
 def int8_graphs(tiny) -> dict[str, onnx.ModelProto]:
+    table = _static_table(tiny)
+    return {g: onnx.load(str(build_int8_graph(tiny.checkpoint, table, g))) for g in GRAPHS}
+
+
+@pytest.fixture(scope="module")
+def dynamic_graphs(tiny) -> dict[str, onnx.ModelProto]:
     table = load_table(tiny.checkpoint)
-    return {g: onnx.load(str(build_int8_graph(tiny.checkpoint, table, g))) for g in ("encoder", "decoder")}
+    assert table.recipe.scheme == "dynamic"
+    return {g: onnx.load(str(build_int8_graph(tiny.checkpoint, table, g))) for g in GRAPHS}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +51,52 @@ def report() -> dict:
     return json.loads(REPORT.read_text())
 
 
-@pytest.mark.parametrize("graph", ["encoder", "decoder"])
+@pytest.fixture(scope="module")
+def dynamic_report() -> dict:
+    return json.loads(DYNAMIC_REPORT.read_text())
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_every_node_counted_integer_runs_on_quantized_inputs(dynamic_graphs, dynamic_report, graph: str) -> None:
+    """The CPU flavour's count: each node it calls integer is an integer kernel whose operands are
+    8-bit (quantized at run time, or stored as int8), and nothing else is counted."""
+    model = dynamic_graphs[graph]
+    index = GraphIndex(model.graph)
+    counted = set(dynamic_report["graphs"][graph]["int8_nodes"])
+    assert counted == int8_node_names(model) and counted
+    kernels = [n for n in model.graph.node if n.op_type in ("MatMulInteger", "ConvInteger")]
+    assert {k.name.removesuffix("_quant").split("/chunk")[0] for k in kernels} == counted
+    for kernel in kernels:
+        for name in kernel.input[:2]:
+            if name in index.initializers:
+                assert numpy_helper.to_array(index.initializers[name]).dtype in (np.int8, np.uint8), kernel.name
+            else:
+                assert index.producer[name].op_type == "DynamicQuantizeLinear", kernel.name
+    floats = {n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")}
+    assert not floats & counted
+
+
+def test_dynamic_attention_weights_are_unnormalized(tiny, dynamic_graphs) -> None:
+    """The encoder's attention weights reach their integer product as exp(s − max s), whose rows
+    peak at exactly 1, never as softmax probabilities; only a product the table keeps float reads
+    them in float."""
+    model = dynamic_graphs["encoder"]
+    assert not [n for n in model.graph.node if n.op_type == "Softmax"]
+    index = GraphIndex(model.graph)
+    kept_float = set(load_table(tiny.checkpoint).excluded_nodes.get("encoder", []))
+    exps = [n for n in model.graph.node if n.op_type == "Exp"]
+    assert len(exps) == tiny.checkpoint.dims.n_audio_layer * ENCODER_QUERY_CHUNKS
+    for exp in exps:
+        readers = index.users(exp.output[0])
+        assert "ReduceSum" in {u.op_type for u in readers}, exp.name
+        product = next(u for u in readers if u.op_type != "ReduceSum")
+        if product.op_type == "MatMul":
+            assert product.name.split("/chunk")[0] in kept_float, product.name
+        else:
+            assert product.op_type == "DynamicQuantizeLinear", exp.name
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
 def test_every_node_counted_int8_has_qdq_on_its_inputs(int8_graphs, report, graph: str) -> None:
     model = int8_graphs[graph]
     producers = {out: node for node in model.graph.node for out in node.output}
@@ -66,7 +125,7 @@ SCORE_MATMULS = {
 }
 
 
-@pytest.mark.parametrize("graph", ["encoder", "decoder"])
+@pytest.mark.parametrize("graph", GRAPHS)
 def test_attention_scores_reach_the_softmax_in_float(tiny, int8_graphs, graph: str) -> None:
     """Every query × key MatMul takes 8-bit inputs and gives float scores: no QuantizeLinear
     between it and its softmax. The attention contexts (probabilities × values) keep their output
@@ -97,9 +156,9 @@ def test_attention_scores_reach_the_softmax_in_float(tiny, int8_graphs, graph: s
     assert all("QuantizeLinear" in consumers(n.output[0]) for n in contexts)
 
 
-@pytest.mark.parametrize("graph", ["encoder", "decoder"])
+@pytest.mark.parametrize("graph", GRAPHS)
 def test_nodes_kept_float_are_float(tiny, int8_graphs, report, graph: str) -> None:
-    table = load_table(tiny.checkpoint)
+    table = _static_table(tiny)
     assert report["graphs"][graph]["float_nodes"] == [
         n.name
         for n in compute_nodes(
@@ -116,8 +175,9 @@ def test_nodes_kept_float_are_float(tiny, int8_graphs, report, graph: str) -> No
     assert set(table.excluded_nodes.get(graph, [])) <= set(report["graphs"][graph]["float_nodes"])
 
 
-def test_int8_is_at_most_thirty_percent_of_fp32_bytes(tiny) -> None:
-    table = load_table(tiny.checkpoint)
+@pytest.mark.parametrize("flavour", ["cpu", "openvino"])
+def test_int8_is_at_most_thirty_percent_of_fp32_bytes(tiny, flavour: str) -> None:
+    table = load_table(tiny.checkpoint, committed_table_path("tiny.en", flavour), flavour)
     fp32 = (
         export.encoder_path(tiny.checkpoint).stat().st_size
         + export.decoder_step_path(tiny.checkpoint, 1).stat().st_size
@@ -127,18 +187,25 @@ def test_int8_is_at_most_thirty_percent_of_fp32_bytes(tiny) -> None:
 
 
 def test_report_and_table_agree(tiny, report) -> None:
-    table = load_table(tiny.checkpoint)
+    table = _static_table(tiny)
     assert report["weights_digest"] == table.weights_digest == tiny.checkpoint.digest
-    assert report["gate"]["passed"] and report["gate"]["delta"] < 1.0
     assert report["sizes"]["ratio"] <= MAX_SIZE_RATIO
     assert 0.5 < report["int8_mac_share"] <= 1.0
+
+
+def test_dynamic_report_names_the_shipped_table(tiny, dynamic_report) -> None:
+    table = load_table(tiny.checkpoint)
+    assert dynamic_report["weights_digest"] == table.weights_digest == tiny.checkpoint.digest
+    assert dynamic_report["recipe"] == table.to_dict()["recipe"]
+    float_nodes = {n for g in GRAPHS for n in dynamic_report["graphs"][g]["float_nodes"]}
+    assert {n for nodes in table.excluded_nodes.values() for n in nodes} <= float_nodes
 
 
 def test_int8_encoder_tracks_fp32(tiny, validation) -> None:
     window = pad_or_trim(log_mel_spectrogram(load_audio(validation[0].audio).samples, 80), 3000)
     fp32 = tiny.runtime.encoder(window)
     int8 = Encoder(
-        build_int8_graph(tiny.checkpoint, load_table(tiny.checkpoint), "encoder"),
+        build_int8_graph(tiny.checkpoint, _static_table(tiny), "encoder"),
         tiny.checkpoint.dims,
         RuntimeOptions(threads=2),
     )(window)

@@ -39,10 +39,10 @@ def test_vitisai_flavour_has_power_of_two_scales(tiny: WhisperModel, mel_window:
             dequantized = values[node.input[0]].astype(np.float64) * values[node.input[1]]
             step = float(values[node.input[1]])
             assert np.max(np.abs(dequantized - _float_weights(source)[weight_name])) <= step / 2 + 1e-7
-    # Against the same flavour with min/max scales rounded up (the CPU table's min/max ranges come
-    # from the same calibration clips), the same nodes kept float.
+    # Against the same flavour with min/max scales rounded up (the static OpenVINO table's min/max
+    # ranges come from the same calibration clips), the same nodes kept float.
     rounded_up = tmp_path / "encoder_rounded_up.onnx"
-    cpu_ranges = load_table(tiny.checkpoint).ranges["encoder"]
+    cpu_ranges = load_table(tiny.checkpoint, target="openvino").ranges["encoder"]
     build_qdq(source, rounded_up, QuantRecipe(target="vitisai"), cpu_ranges, table.excluded_nodes["encoder"])
     fp32 = tiny.runtime.encoder(mel_window)
     ours = Encoder(path, tiny.checkpoint.dims, RuntimeOptions(threads=2))(mel_window)

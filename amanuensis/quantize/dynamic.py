@@ -1,0 +1,265 @@
+"""The CPU flavour: integer MatMuls whose activation scales are measured at run time.
+
+An NPU compiler needs every scale fixed in the graph (static QDQ); the CPU does not. Here each
+activation is quantized to 8 bits with the range of the tensor it actually gets (onnxruntime's
+``DynamicQuantizeLinear``), weights are int8 per output channel, and the products run in integer
+kernels (``MatMulInteger``, fused by onnxruntime into ``DynamicQuantizeMatMul`` where the weight is
+a constant). No range is calibrated, so loud, quiet or noisy input cannot fall outside one: on the
+gate's noisy conditions this kept INT8 as good as FP32 where calibrated static ranges did not (see
+``docs/quantization.md``).
+
+Attention probabilities need one more step. A softmax row over 1500 frames is mostly far below
+1/255, so one 8-bit scale for the whole tensor rounds most of each row to zero. The graph is
+rewritten to multiply the *unnormalized* weights ``exp(s - max(s))`` with V and divide each row by
+its sum afterwards: the same numbers in float, but every row's largest weight is now exactly 1,
+so an 8-bit scale of 1/255 is in effect a scale per row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from amanuensis.export.graph_index import GraphIndex
+from amanuensis.quantize.recipe import QuantRecipe
+
+INTEGER_OPS = ("MatMulInteger", "ConvInteger")  # what quantize_dynamic turns a compute node into
+INTEGER_SUFFIX = "_quant"  # … named after it with this suffix
+GEMM_AS_MATMUL = "_MatMul"  # quantize_dynamic turns a Gemm into a MatMul named so, then quantizes that
+# Conv stays float: as ConvInteger (uint8 weights, per tensor) it made INT8 worse on every gate
+# condition (docs/quantization.md), and it is under 5 % of an encoder run's MACs.
+DYNAMIC_OP_TYPES = ("MatMul", "Gemm")
+LAST_AXIS = -1
+
+
+def _reduce(op: str, data: str, axes: str, output: str, name: str, opset: int) -> onnx.NodeProto:
+    """ReduceMax/ReduceSum over the last axis, in the form the graph's opset wants."""
+    if op == "ReduceSum" or opset >= 18:
+        return helper.make_node(op, [data, axes], [output], name=name, keepdims=1)
+    return helper.make_node(op, [data], [output], name=name, keepdims=1, axes=[LAST_AXIS])
+
+
+def unnormalized_attention(model: onnx.ModelProto) -> int:
+    """Rewrite each ``Softmax(s) @ V`` into ``(exp(s - max s) @ V) / sum exp(s - max s)``, in place.
+
+    Only a last-axis Softmax whose one reader is a MatMul taking it as the left operand is
+    rewritten; returns how many were.
+    """
+    graph = model.graph
+    index = GraphIndex(graph)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    replaced: dict[str, list[onnx.NodeProto]] = {}
+    for softmax in [n for n in graph.node if n.op_type == "Softmax"]:
+        axis = next((helper.get_attribute_value(a) for a in softmax.attribute if a.name == "axis"), LAST_AXIS)
+        matmul = index.single_consumer(softmax.output[0])
+        if axis != LAST_AXIS or matmul is None or matmul.op_type != "MatMul" or matmul.input[0] != softmax.output[0]:
+            continue
+        scope, scores, weights = softmax.name, softmax.input[0], softmax.output[0]
+        axes = f"{scope}/last_axis"
+        graph.initializer.append(numpy_helper.from_array(np.array([LAST_AXIS], np.int64), axes))
+        row_max, shifted, row_sum = f"{scope}/row_max", f"{scope}/shifted", f"{scope}/row_sum"
+        context = matmul.output[0]
+        unnormalized = f"{context}/unnormalized"
+        matmul.output[0] = unnormalized
+        replaced[softmax.name] = [
+            _reduce("ReduceMax", scores, axes, row_max, f"{scope}/ReduceMax", opset),
+            helper.make_node("Sub", [scores, row_max], [shifted], name=f"{scope}/Sub"),
+            helper.make_node("Exp", [shifted], [weights], name=f"{scope}/Exp"),
+            _reduce("ReduceSum", weights, axes, row_sum, f"{scope}/ReduceSum", opset),
+        ]
+        replaced[matmul.name] = [
+            matmul,
+            helper.make_node("Div", [unnormalized, row_sum], [context], name=f"{scope}/normalize"),
+        ]
+    ordered = [new for node in graph.node for new in replaced.get(node.name, [node])]
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return len(replaced) // 2
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """quantize_dynamic logs an advisory on the root logger for every call."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def build_dynamic(
+    float_model: Path,
+    output: Path,
+    recipe: QuantRecipe,
+    exclude: list[str] | None = None,
+    only: list[str] | None = None,
+    query_chunks: int = 1,
+) -> None:
+    """Integer MatMul/Gemm with run-time activation scales (onnxruntime ``quantize_dynamic``).
+
+    ``exclude`` keeps nodes float, ``only`` quantizes just those (sensitivity analysis).
+    ``query_chunks`` splits multi-query attention first (the CPU EP's memory saving, which looks
+    for the Softmax this build removes).
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from amanuensis.export.query_chunks import split_attention_queries
+
+    model = onnx.load(str(float_model))
+    # quantize_dynamic turns a Gemm into a MatMul named <Gemm>_MatMul before it checks exclusions
+    exclude = [name for kept in exclude or [] for name in (kept, f"{kept}{GEMM_AS_MATMUL}")]
+    if query_chunks > 1:
+        model = split_attention_queries(model, query_chunks)
+        exclude += [f"{name}/chunk{c}" for name in exclude for c in range(query_chunks)]
+    unnormalized_attention(model)
+    if not only or TIED_PROJECTION in only:
+        share_quantized_embedding(model, exclude)  # before quantize_dynamic, which would copy the table
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=".dynamic-") as tmp:
+        source, staged = Path(tmp) / "float.onnx", Path(tmp) / output.name
+        onnx.save(model, str(source))
+        with _quiet_root_logger():
+            quantize_dynamic(
+                str(source),
+                str(staged),
+                op_types_to_quantize=list(DYNAMIC_OP_TYPES),
+                per_channel=recipe.per_channel,
+                weight_type=QuantType.QInt8,
+                nodes_to_quantize=list(only or []),
+                nodes_to_exclude=exclude,
+                extra_options={"MatMulConstBOnly": False},  # attention's activation × activation products too
+            )
+        onnx.checker.check_model(str(staged))
+        os.replace(staged, output)
+
+
+TIED_PROJECTION = "decoder/logits/Gemm"  # the vocabulary projection, reading the token embedding transposed
+# Never returned to float by the mixed-precision search: a float projection keeps the float table
+# (80 MB of tiny.en's 151), which alone breaks the size budget the INT8 graphs must meet.
+KEPT_INTEGER = (TIED_PROJECTION,)
+
+
+def share_quantized_embedding(model: onnx.ModelProto, exclude: list[str]) -> bool:
+    """Store Whisper's tied token embedding once, as int8, for both of its readers, in place.
+
+    The table (51864 × 384 for tiny.en, half the decoder's weights) is read by the embedding Gather
+    and, transposed, by the logits Gemm, which ``quantize_dynamic`` has no integer form for. Here
+    the Gather reads int8 rows and scales them, and the projection becomes an integer product with
+    the transposed int8 table (onnxruntime folds the constant Transpose once, at load), so the file
+    holds one int8 table instead of a float one. Symmetric, one scale per token: the projection's
+    output channel and the Gather's row alike (one scale for the whole table measured +1.10 WER
+    points on clean speech against +0.16 for per-channel). Returns whether the graph had such a
+    pair (and the projection was not excluded).
+    """
+    graph = model.graph
+    index = GraphIndex(graph)
+    gemm = next((n for n in graph.node if n.name == TIED_PROJECTION and n.op_type == "Gemm"), None)
+    if gemm is None or gemm.name in exclude or len(gemm.input) != 2:
+        return False
+    attributes = {a.name: helper.get_attribute_value(a) for a in gemm.attribute}
+    table_name = gemm.input[1]
+    table = index.initializers.get(table_name)
+    gathers = [n for n in index.users(table_name) if n.op_type == "Gather" and n.input[0] == table_name]
+    if table is None or attributes.get("transB") != 1 or attributes.get("transA", 0) or not gathers:
+        return False
+    if attributes.get("alpha", 1.0) != 1.0 or len(index.users(table_name)) != len(gathers) + 1:
+        return False
+    values = numpy_helper.to_array(table)
+    scales = (np.abs(values).max(axis=1) / 127).astype(np.float32)  # one per token: per output channel
+    scales[scales == 0] = 1.0
+    name = f"{table_name}_int8"
+    graph.initializer.remove(table)
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.clip(np.round(values / scales[:, None]), -127, 127).astype(np.int8), name),
+            numpy_helper.from_array(scales, f"{name}_scales"),
+            numpy_helper.from_array(np.array(0, np.int8), f"{name}_zero_point"),
+            numpy_helper.from_array(np.array([-1], np.int64), f"{name}_last_axis"),
+        ]
+    )
+    scope, x = gemm.name, gemm.input[0]
+    replaced: dict[str, list[onnx.NodeProto]] = {}
+    for gather in gathers:  # rows as int8, each times its own scale
+        out, rows = gather.output[0], f"{gather.output[0]}/int8"
+        gather.input[0], gather.output[0] = name, rows
+        row_scales = helper.make_node(
+            "Gather", [f"{name}_scales", gather.input[1]], [f"{rows}_scales"], name=f"{gather.name}/scales"
+        )
+        replaced[gather.name] = [
+            gather,
+            row_scales,
+            helper.make_node(
+                "Unsqueeze",
+                [f"{rows}_scales", f"{name}_last_axis"],
+                [f"{rows}_scales_column"],
+                name=f"{gather.name}/unsqueeze",
+            ),
+            helper.make_node("Cast", [rows], [f"{rows}_float"], name=f"{gather.name}/cast", to=onnx.TensorProto.FLOAT),
+            helper.make_node(
+                "Mul", [f"{rows}_float", f"{rows}_scales_column"], [out], name=f"{gather.name}/dequantize"
+            ),
+        ]
+    replaced[gemm.name] = [
+        helper.make_node(
+            "DynamicQuantizeLinear",
+            [x],
+            [f"{x}_q", f"{x}_q_scale", f"{x}_q_zero_point"],
+            name=f"{scope}/quantize_input",
+        ),
+        helper.make_node("Transpose", [name], [f"{name}_transposed"], name=f"{scope}/transpose_table", perm=[1, 0]),
+        helper.make_node(
+            "MatMulInteger",
+            [f"{x}_q", f"{name}_transposed", f"{x}_q_zero_point", f"{name}_zero_point"],
+            [f"{scope}/accumulated"],
+            name=f"{scope}{INTEGER_SUFFIX}",
+        ),
+        helper.make_node(
+            "Cast",
+            [f"{scope}/accumulated"],
+            [f"{scope}/accumulated_float"],
+            name=f"{scope}/cast",
+            to=onnx.TensorProto.FLOAT,
+        ),
+        helper.make_node("Mul", [f"{x}_q_scale", f"{name}_scales"], [f"{scope}/scales"], name=f"{scope}/scales"),
+        helper.make_node(
+            "Mul", [f"{scope}/accumulated_float", f"{scope}/scales"], [gemm.output[0]], name=f"{scope}/rescale"
+        ),
+    ]
+    ordered = [new for node in graph.node for new in replaced.get(node.name, [node])]
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return True
+
+
+def dynamic_integer_nodes(model: onnx.ModelProto) -> set[str]:
+    """Exported compute nodes that run as integer kernels with both inputs quantized: each is a
+    MatMulInteger/ConvInteger whose two operands come from a DynamicQuantizeLinear or are integer
+    initializers (possibly transposed)."""
+    index = GraphIndex(model.graph)
+    integer_types = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+
+    def quantized(name: str) -> bool:
+        init = index.initializers.get(name)
+        if init is not None:
+            return init.data_type in integer_types
+        node = index.producer.get(name)
+        if node is not None and node.op_type == "Transpose":  # a stored integer table, read transposed
+            return quantized(node.input[0])
+        return node is not None and node.op_type == "DynamicQuantizeLinear" and node.output[0] == name
+
+    names = set()
+    for node in model.graph.node:
+        if node.op_type in INTEGER_OPS and all(quantized(i) for i in node.input[:2]):
+            name = node.name.removesuffix(INTEGER_SUFFIX).removesuffix(GEMM_AS_MATMUL).split("/chunk")[0]
+            names.add(name)
+    return names
