@@ -17,11 +17,8 @@ so an 8-bit scale of 1/255 is in effect a scale per row.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -85,18 +82,6 @@ def unnormalized_attention(model: onnx.ModelProto) -> int:
     return len(replaced) // 2
 
 
-@contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    """quantize_dynamic logs an advisory on the root logger for every call."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-
-
 def build_dynamic(
     float_model: Path,
     output: Path,
@@ -114,6 +99,7 @@ def build_dynamic(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from amanuensis.export.query_chunks import split_attention_queries
+    from amanuensis.quantize.qdq import quiet_root_logger
 
     model = onnx.load(str(float_model))
     # quantize_dynamic turns a Gemm into a MatMul named <Gemm>_MatMul before it checks exclusions
@@ -128,7 +114,7 @@ def build_dynamic(
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".dynamic-") as tmp:
         source, staged = Path(tmp) / "float.onnx", Path(tmp) / output.name
         onnx.save(model, str(source))
-        with _quiet_root_logger():
+        with quiet_root_logger():
             quantize_dynamic(
                 str(source),
                 str(staged),
@@ -139,8 +125,39 @@ def build_dynamic(
                 nodes_to_exclude=exclude,
                 extra_options={"MatMulConstBOnly": False},  # attention's activation × activation products too
             )
+        quantized = onnx.load(str(staged))
+        store_exact_float16(quantized)
+        onnx.save(quantized, str(staged))
         onnx.checker.check_model(str(staged))
         os.replace(staged, output)
+
+
+FLOAT16_MIN_ELEMENTS = 4096  # smaller float constants are not worth a Cast node
+
+
+def store_exact_float16(model: onnx.ModelProto) -> int:
+    """Store each large float32 initializer that float16 represents exactly as float16 plus a Cast
+    back, in place; returns how many. The weights came from a float16 checkpoint, so the float
+    ones that stay (Convs, positional encodings, nodes kept float) take half the bytes and every
+    computed number stays the same (onnxruntime folds the constant Cast at load)."""
+    graph = model.graph
+    stored = 0
+    for init in list(graph.initializer):
+        if init.data_type != onnx.TensorProto.FLOAT or np.prod(init.dims) < FLOAT16_MIN_ELEMENTS:
+            continue
+        values = numpy_helper.to_array(init)
+        half = values.astype(np.float16)
+        if not np.array_equal(half.astype(np.float32), values):
+            continue
+        name = init.name
+        graph.initializer.remove(init)
+        graph.initializer.append(numpy_helper.from_array(half, f"{name}/float16"))
+        graph.node.insert(
+            0,
+            helper.make_node("Cast", [f"{name}/float16"], [name], name=f"{name}/to_float32", to=onnx.TensorProto.FLOAT),
+        )
+        stored += 1
+    return stored
 
 
 TIED_PROJECTION = "decoder/logits/Gemm"  # the vocabulary projection, reading the token embedding transposed

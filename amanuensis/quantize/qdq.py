@@ -34,8 +34,8 @@ CALIBRATION_METHODS = {
 
 
 @contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    """quantize_static logs an advisory on the root logger for every call; keep the console readable."""
+def quiet_root_logger() -> Iterator[None]:
+    """onnxruntime's quantizers log an advisory on the root logger for every call; keep the console readable."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
@@ -76,7 +76,7 @@ def build_qdq(
             exclude = [renamed.get(name, name) for name in exclude or []]
             only = [renamed.get(name, name) for name in only or []]
         settings = _quantize_settings(source, recipe, exclude or [])
-        with _quiet_root_logger():
+        with quiet_root_logger():
             quantize_static(
                 str(source),
                 str(staged),

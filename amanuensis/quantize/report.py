@@ -183,9 +183,12 @@ def render_markdown(report: dict) -> str:
         ),
         f"- Gate decoding: {gate['decoding']}.",
         f"- MACs with quantized inputs ({_widths(report['recipe'])}; one encoder window + one decoder step): "
-        f"**{report['int8_mac_share']:.1%}**.",
+        f"**{report['int8_mac_share']:.1%}** ("
+        + ", ".join(f"{g} {f['int8_macs'] / f['macs']:.1%}" for g, f in report["graphs"].items())
+        + "; the rest float, by name below).",
         f"- Size: FP32 {_mb(sizes['fp32_bytes'])} → INT8 {_mb(sizes['int8_bytes'])} "
-        f"(**{sizes['ratio']:.1%}**; limit {MAX_SIZE_RATIO:.0%}).",
+        f"(**{sizes['ratio']:.1%}**; limit {MAX_SIZE_RATIO:.0%})"
+        + (f"; {report['sizes_note']}." if report.get("sizes_note") else "."),
         "",
         "## Mixed precision",
         "",

@@ -8,7 +8,12 @@ import onnxruntime as ort
 
 from amanuensis import export
 from amanuensis.export.io_names import cross_kv_names
-from amanuensis.quantize.dynamic import build_dynamic, dynamic_integer_nodes, unnormalized_attention
+from amanuensis.quantize.dynamic import (
+    build_dynamic,
+    dynamic_integer_nodes,
+    store_exact_float16,
+    unnormalized_attention,
+)
 from amanuensis.quantize.recipe import QuantRecipe
 
 from ..conftest import sqnr_db
@@ -58,3 +63,16 @@ def test_excluded_nodes_stay_float_in_every_query_chunk(tiny, tmp_path) -> None:
     model = onnx.load(str(built))
     assert kept not in dynamic_integer_nodes(model)
     assert len([n for n in model.graph.node if n.op_type == "MatMul" and n.name.startswith(f"{kept}/chunk")]) == 5
+
+
+def test_float16_storage_changes_no_number(tiny, mel_window) -> None:
+    """Weights from a float16 checkpoint stored as float16 and cast back: half the bytes, the same
+    outputs bit for bit."""
+    path = export.encoder_path(tiny.checkpoint)
+    model = onnx.load(str(path))
+    assert store_exact_float16(model) > 10
+    assert len(model.SerializeToString()) < 0.6 * path.stat().st_size
+    names = ["cross_k_0", "cross_v_3"]
+    feed = {"mel": mel_window[None]}
+    for reference, stored in zip(_run(str(path), feed, names), _run(model, feed, names), strict=True):
+        np.testing.assert_array_equal(stored, reference)
