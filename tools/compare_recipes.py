@@ -1,10 +1,11 @@
-"""Compare calibration recipes on the same validation set and put the table into the INT8 report.
+"""Compare static calibration recipes on the same validation set and put the table into the report
+of the static QDQ flavour (the OpenVINO one; the CPU flavour calibrates no ranges).
 
     python tools/compare_recipes.py [--model tiny.en] [--recipes "minmax, per-channel" ...]
 
 Every recipe is calibrated on the same recorded inputs (calibration_audio/, FP32 pipeline) and
-keeps the same nodes in float as the shipped table, so only the recipe differs. Writes
-models/<model>/recipe_comparison.json and re-renders models/<model>/quantization_report.md.
+keeps the same nodes in float as the shipped static table, so only the recipe differs. Writes
+models/<model>/recipe_comparison.json and re-renders models/<model>/quantization_report.openvino.md.
 With --recipes, only those are run and the other rows are kept from the last comparison.
 """
 
@@ -20,7 +21,7 @@ from common import ROOT, VALIDATION_MANIFEST, model_parser
 from amanuensis.engine import WhisperModel
 from amanuensis.evaluation import evaluate, read_manifest
 from amanuensis.models import WhisperCheckpoint
-from amanuensis.quantize import load_table
+from amanuensis.quantize import committed_table_path, load_table
 from amanuensis.quantize.calibration import find_calibration_clips, record_inputs
 from amanuensis.quantize.pipeline import GATE_DECODING, table_from_inputs
 from amanuensis.quantize.recipe import QuantRecipe
@@ -48,7 +49,7 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES), metavar="RECIPE")
     args = parser.parse_args()
     checkpoint = WhisperCheckpoint.load(args.model)
-    shipped = load_table(checkpoint)
+    shipped = load_table(checkpoint, committed_table_path(checkpoint.files.name, "openvino"), "openvino")
     entries = read_manifest(VALIDATION_MANIFEST)
     fp32 = WhisperModel(checkpoint, RuntimeOptions(precision="fp32", threads=args.threads))
     recorded = record_inputs(fp32, find_calibration_clips(ROOT / "calibration_audio"), ROOT)
@@ -73,11 +74,11 @@ def main() -> None:
     out_dir = ROOT / "models" / checkpoint.files.name
     rows = _merge_with_previous(rows, out_dir / "recipe_comparison.json")
     (out_dir / "recipe_comparison.json").write_text(json.dumps(rows, indent=1) + "\n")
-    report_path = out_dir / "quantization_report.json"
+    report_path = out_dir / "quantization_report.openvino.json"
     report = json.loads(report_path.read_text())
     report["recipe_comparison"] = rows
     report_path.write_text(json.dumps(report, indent=1) + "\n")
-    (out_dir / "quantization_report.md").write_text(render_markdown(report))
+    (out_dir / "quantization_report.openvino.md").write_text(render_markdown(report))
     print(f"wrote {out_dir / 'recipe_comparison.json'} and updated the report")
 
 
