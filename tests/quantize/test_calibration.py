@@ -86,3 +86,22 @@ def test_recorded_inputs_are_what_the_graphs_see(tiny) -> None:
     assert np.all(feed["mask"][0, :5] == 0) and np.all(feed["mask"][0, 5:] < -1000)
     assert np.any(feed["self_k_0"][..., :5] != 0) and not np.any(feed["self_k_0"][..., 5:])
     assert recorded.sources[0]["path"].startswith("calibration_audio/")
+
+
+def test_noisy_calibration_records_the_mix_and_sensitivity_inputs_are_spread(tiny) -> None:
+    """A noisy copy is transcribed as mixed (not as the clean file) and named with its mix; the
+    sensitivity inputs are full graph feeds picked across every recorded decoder step."""
+    from amanuensis.quantize.calibration import NOISE_FOLDER, with_noisy_copies
+    from amanuensis.quantize.pipeline import SENSITIVITY_DECODER_STEPS, sensitivity_feeds
+
+    clean = find_calibration_clips(CALIBRATION_DIR)[:1]
+    clips = with_noisy_copies(clean, CALIBRATION_DIR / NOISE_FOLDER)
+    recorded = record_inputs(tiny, clips, ROOT)
+    assert "noise" not in recorded.sources[0] and recorded.sources[1]["noise"]["snr_db"] in (0, 5, 10, 15, 20)
+    clean_mel, noisy_mel = (feed["mel"] for feed in recorded.encoder[:2])
+    assert not np.array_equal(clean_mel, noisy_mel)
+    feeds = sensitivity_feeds(recorded)
+    assert 0 < len(feeds["decoder"]) <= SENSITIVITY_DECODER_STEPS + 1
+    last = feeds["decoder"][-1]
+    assert last["self_k_0"].shape[-1] == tiny.checkpoint.dims.n_text_ctx
+    assert int(last["offset"][0]) > int(feeds["decoder"][0]["offset"][0]) or len(feeds["decoder"]) == 1
