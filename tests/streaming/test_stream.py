@@ -158,7 +158,9 @@ def test_a_looping_prompt_is_dropped_so_the_stream_goes_on(tiny_int8: WhisperMod
     stream = TranscriptionStream(tiny_int8)
     stream._prompt = " the body," * 20
     before_finish = [e for chunk in random_chunks(speech, 11) for e in stream.feed(chunk) if e.kind == CONFIRMED]
-    assert stream.stats.rejected == 1 and stream._prompt == ""
+    # Kept, the prompt would make nearly every update fail; dropped at the first failure, later
+    # updates fail only as any may (one more, here, with FP32 and INT8 alike).
+    assert stream._prompt == "" and stream.stats.rejected >= 1 and 4 * stream.stats.rejected < stream.stats.updates
     assert word_error_rate([SAMPLE_REFERENCE], [confirmed_text(before_finish)]) < 25.0
 
 
@@ -172,18 +174,19 @@ def test_timestamps_are_absolute_after_leading_silence(tiny_int8: WhisperModel, 
     assert stream.stats.silent_samples >= 5 * RATE  # the leading silence was never decoded
 
 
-def test_without_vad_whisper_alone_rejects_quiet_but_not_all_noise(tiny_int8: WhisperModel) -> None:
+def test_without_vad_whisper_alone_rejects_quiet_but_not_all_noise(tiny: WhisperModel) -> None:
     """Why the VAD is on by default: −20 dBFS white noise passes the energy gate, every update
-    decodes it, and tiny.en shows a word that is not there as partial text (" you"). With the
-    default options the same noise is never decoded (test_silence_and_noise_confirm_nothing)."""
+    decodes it, and tiny.en (FP32; the INT8 build of 2026-11-30 happens to show nothing on this
+    noise) shows a word that is not there as partial text (" you"). With the default options the
+    same noise is never decoded (test_silence_and_noise_confirm_nothing)."""
     rng = np.random.default_rng(5)
     noise = rng.normal(0, 0.1, 12 * RATE).astype(np.float32)
     options = StreamOptions(vad=None)
-    stream = TranscriptionStream(tiny_int8, options)
+    stream = TranscriptionStream(tiny, options)
     events = feed_all(stream, random_chunks(noise, 6))
     assert stream.stats.updates > 0
     assert any(e.text.strip() for e in events)
-    quiet = TranscriptionStream(tiny_int8, options)
+    quiet = TranscriptionStream(tiny, options)
     assert feed_all(quiet, [silence(5)]) == [] and quiet.stats.silent_samples == 5 * RATE
 
 
