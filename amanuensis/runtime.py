@@ -60,7 +60,7 @@ FeedObserver = Callable[[Feed], None]  # sees every input a graph is given (cali
 
 
 def graph_paths(
-    checkpoint: WhisperCheckpoint, options: RuntimeOptions, plan: SessionPlan | None = None
+    checkpoint: WhisperCheckpoint, options: RuntimeOptions
 ) -> tuple[Callable[[], Path], Callable[[int], Path], Callable[[int], Path] | None]:
     """Encoder, decoder-step (by batch) and prefill (by block length, FP32 only) path getters.
 
@@ -75,10 +75,8 @@ def graph_paths(
         )
     if options.precision == "int8":
         from amanuensis.quantize import int8_graph_paths
-        from amanuensis.quantize.targets import target_for
 
-        plan = plan or options.plan()
-        return (*int8_graph_paths(checkpoint, options.range_table, target_for(plan.backend, plan.ep)), None)
+        return (*int8_graph_paths(checkpoint, options.range_table), None)
     raise ValueError(f"unknown precision {options.precision!r} (expected fp32 or int8)")
 
 
@@ -275,7 +273,7 @@ class ModelRuntime:
         choice = choose_precision(checkpoint, options.precision, self.plan, options.range_table)
         self.options = replace(options, precision=choice.precision, range_table=choice.table)
         self.precision_note = choice.note  # why the precision is not what was asked, if it is not
-        encoder_path, self._decoder_path, self._prefill_path = graph_paths(checkpoint, self.options, self.plan)
+        encoder_path, self._decoder_path, self._prefill_path = graph_paths(checkpoint, self.options)
         self._decoders: dict[int, Decoder] = {}
         self._prefill: Prefill | None = None
         self._lock = threading.Lock()

@@ -154,13 +154,11 @@ def prepare_int8(
 
 
 def int8_graph_paths(
-    checkpoint: WhisperCheckpoint, table_path: Path | None = None, target: str = "cpu"
+    checkpoint: WhisperCheckpoint, table_path: Path | None = None
 ) -> tuple[Callable[[], Path], Callable[[int], Path]]:
-    """Encoder and decoder-step path getters for the runtime; the table is read once, here.
-    Without a table path, the target's own table, else the CPU one."""
-    if table_path is None and find_table(checkpoint.files.name, target) is None:
-        target = "cpu"
-    table = load_table(checkpoint, table_path, target)
+    """Encoder and decoder-step path getters for the runtime; the table is read once, here (the
+    runtime passes the one amanuensis.precision chose for where the graphs run)."""
+    table = load_table(checkpoint, table_path)
     return (
         lambda: build_int8_graph(checkpoint, table, "encoder"),
         lambda batch: build_int8_graph(checkpoint, table, "decoder", batch),
