@@ -568,7 +568,10 @@ def _run_quantize(args: argparse.Namespace) -> int:
             f"{r.name:8s} FP32 WER {r.fp32_wer:.2f} %, INT8 WER {r.int8_wer:.2f} % (Δ {r.delta:+.2f} points, "
             f"limit {r.max_delta}), QoI {r.qoi:.1%}: {'passes' if r.passed else 'FAILS'}"
         )
-    print(f"{final.int8_mac_share:.1%} of MACs INT8, {len(final.float_nodes)} nodes float")
+    print(
+        f"{final.int8_mac_share:.1%} of MACs in integer kernels ({final.a16_mac_share:.1%} with 16-bit activations), "
+        f"{len(final.techniques)} nodes with a finer integer form, {len(final.float_nodes)} float"
+    )
     if result.passed:  # saved before the report, so a report failure cannot lose a long calibration
         output = args.output or user_table_path(name, args.target)
         result.table.save(output)

@@ -17,7 +17,7 @@ import numpy as np
 
 from amanuensis import devices, export
 from amanuensis.devices import CPU_EP, SessionPlan
-from amanuensis.export.io_names import MASKED_SCORE, cross_kv_names, new_kv_names, self_kv_names
+from amanuensis.export.io_names import MASKED_SCORE, cross_kv_names, new_kv_names, run_time_names, self_kv_names
 from amanuensis.models import ModelDims, WhisperCheckpoint
 from amanuensis.precision import choose_precision
 from amanuensis.sessions import GraphSession, SessionSettings, nodes_per_ep, open_session
@@ -107,10 +107,14 @@ class Encoder:
         self.session = make_session(run_path, options, session_plan)
         self.dims = dims
         self.observer: FeedObserver | None = None
+        names = [n for layer in range(self.dims.n_text_layer) for n in cross_kv_names(layer)]
+        # tensors quantized at run time hand over their scale and zero point too
+        run_time = [n for n, p in (cross_params or {}).items() if p.get("run_time")]
+        self._names = names + [extra for n in run_time for extra in run_time_names(n)]
 
     def __call__(self, mel_window: np.ndarray) -> CrossKV:
         """mel_window: (n_mels, 3000) float32."""
-        names = [n for layer in range(self.dims.n_text_layer) for n in cross_kv_names(layer)]
+        names = self._names
         feed = {"mel": mel_window[None].astype(np.float32, copy=False)}
         if self.observer:
             self.observer(feed)

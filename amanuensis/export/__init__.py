@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 # Bump when graph construction changes so stale cached graphs are not reused.
 EXPORT_VERSION = 1
 PREFILL_TOKENS = 32  # tokens per prefill block: a 224-token prompt takes 7 runs instead of 224 steps
-QUANTIZED_IO_VERSION = 1  # bump when quantized_io's rewrites change, so cached rewritten graphs are redone
+QUANTIZED_IO_VERSION = 2  # bump when quantized_io's rewrites change, so cached rewritten graphs are redone
 
 
 def cache_root() -> Path:

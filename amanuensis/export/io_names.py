@@ -22,3 +22,9 @@ def self_kv_names(layer: int) -> tuple[str, str]:
 def new_kv_names(layer: int) -> tuple[str, str]:
     """Decoder step outputs: the new token's key and value for a layer's cache."""
     return f"new_k_{layer}", f"new_v_{layer}"
+
+
+def run_time_names(name: str) -> tuple[str, str]:
+    """The scale and zero-point tensors that travel with a tensor quantized at run time
+    (export.quantized_io folds the CPU flavour's cross K/V quantizers into the encoder)."""
+    return (f"{name}_scale", f"{name}_zero_point")

@@ -21,20 +21,30 @@ import onnx
 from onnx import helper, numpy_helper
 
 from amanuensis.export.graph_index import GraphIndex
-from amanuensis.export.io_names import cross_kv_names, new_kv_names, self_kv_names
+from amanuensis.export.io_names import cross_kv_names, new_kv_names, run_time_names, self_kv_names
 
-QuantParams = dict[str, float | int | str]  # {"scale": float, "zero_point": int, "dtype": "uint8" | "int8"}
+# {"scale": float, "zero_point": int, "dtype": "uint8" | "int8"}; a run-time quantizer's:
+# {"run_time": True, "dtype": "uint8"}, its scale and zero point travelling as RUN_TIME_SUFFIXES tensors
+QuantParams = dict[str, float | int | str | bool]
 
 
-def fold_input_quantizers(model: onnx.ModelProto, names: list[str]) -> dict[str, QuantParams]:
+def fold_input_quantizers(model: onnx.ModelProto, names: list[str], run_time: bool = False) -> dict[str, QuantParams]:
     """Retype each named input that only feeds one per-tensor QuantizeLinear to that node's output
-    type and drop the node, in place. Returns the dropped nodes' parameters by input name."""
+    type and drop the node, in place. Returns the dropped nodes' parameters by input name.
+
+    ``run_time``: also fold a ``DynamicQuantizeLinear`` (the CPU flavour's), whose scale and zero
+    point then become inputs of their own (``run_time_names``). Only for inputs that stay the same
+    over a window (cross K/V): a cache that grows needs its range measured again at every step."""
     graph = model.graph
     index = GraphIndex(graph)
     inputs = {i.name: i for i in graph.input}
     folded: dict[str, QuantParams] = {}
     for name in names:
         quantize = index.single_consumer(name)
+        if run_time and quantize is not None and quantize.op_type == "DynamicQuantizeLinear":
+            _fold_run_time(graph, index, quantize, inputs[name])
+            folded[name] = {"run_time": True, "dtype": "uint8"}
+            continue
         if quantize is None or quantize.op_type != "QuantizeLinear" or len(quantize.input) != 3:
             continue
         scale, zero_point = (index.scalar(n) for n in quantize.input[1:])
@@ -48,14 +58,46 @@ def fold_input_quantizers(model: onnx.ModelProto, names: list[str]) -> dict[str,
     return folded
 
 
+def _fold_run_time(graph: onnx.GraphProto, index: GraphIndex, quantize: onnx.NodeProto, source) -> None:
+    """Drop one DynamicQuantizeLinear: its three outputs become graph inputs (uint8 values, scale,
+    zero point) under the input's name and ``run_time_names``."""
+    replacements = dict(zip(quantize.output, (source.name, *run_time_names(source.name)), strict=True))
+    for node in graph.node:
+        node.input[:] = [replacements.get(i, i) for i in node.input]
+    graph.node.remove(quantize)
+    source.type.tensor_type.elem_type = onnx.TensorProto.UINT8
+    scale, zero_point = run_time_names(source.name)
+    graph.input.extend(
+        [
+            helper.make_tensor_value_info(scale, onnx.TensorProto.FLOAT, []),
+            helper.make_tensor_value_info(zero_point, onnx.TensorProto.UINT8, []),
+        ]
+    )
+
+
 def quantize_outputs(model: onnx.ModelProto, params: dict[str, QuantParams]) -> None:
-    """End each named graph output with a QuantizeLinear of the given parameters, in place."""
+    """End each named graph output with a QuantizeLinear of the given parameters (or, for a
+    run-time one, a DynamicQuantizeLinear whose scale and zero point are outputs too), in place."""
     graph = model.graph
     outputs = {o.name: o for o in graph.output}
     for name, p in params.items():
         float_name = f"{name}/float"
         for node in graph.node:
             node.output[:] = [float_name if o == name else o for o in node.output]
+        if p.get("run_time"):
+            scale, zero_point = run_time_names(name)
+            quantize = helper.make_node(
+                "DynamicQuantizeLinear", [float_name], [name, scale, zero_point], name=f"{name}/quantize"
+            )
+            graph.node.append(quantize)
+            graph.output.extend(
+                [
+                    helper.make_tensor_value_info(scale, onnx.TensorProto.FLOAT, []),
+                    helper.make_tensor_value_info(zero_point, onnx.TensorProto.UINT8, []),
+                ]
+            )
+            outputs[name].type.tensor_type.elem_type = onnx.TensorProto.UINT8
+            continue
         dtype = np.dtype(str(p["dtype"]))
         graph.initializer.extend(
             [
@@ -74,8 +116,9 @@ def quantize_outputs(model: onnx.ModelProto, params: dict[str, QuantParams]) -> 
 def decoder_with_quantized_io(model: onnx.ModelProto, n_layers: int) -> dict[str, QuantParams]:
     """Fold the decoder step's cache and cross K/V quantizers, in place; each folded cache input's
     new-K/V output is quantized with its parameters. Returns the folded inputs' parameters."""
-    names = [n for layer in range(n_layers) for n in (*self_kv_names(layer), *cross_kv_names(layer))]
-    folded = fold_input_quantizers(model, names)
+    caches = [n for layer in range(n_layers) for n in self_kv_names(layer)]
+    folded = fold_input_quantizers(model, caches)
+    folded |= fold_input_quantizers(model, [n for layer in range(n_layers) for n in cross_kv_names(layer)], True)
     new_outputs = {}
     for layer in range(n_layers):
         for cache, new in zip(self_kv_names(layer), new_kv_names(layer), strict=True):

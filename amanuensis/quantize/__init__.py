@@ -78,7 +78,7 @@ def load_table(checkpoint: WhisperCheckpoint, path: Path | None = None, target: 
     return table
 
 
-QDQ_BUILD = 9  # bump when build_qdq changes what it makes from the same table (cached builds are then redone)
+QDQ_BUILD = 10  # bump when build_qdq changes what it makes from the same table (cached builds are then redone)
 
 
 INT8_DIR_PREFIX = "int8-"  # INT8 builds live in <model cache>/int8-<table fingerprint>-b<QDQ_BUILD>/
@@ -121,7 +121,8 @@ def build_int8_graph(
         # Only the CPU EP runs this flavour, so the encoder is query-chunked here, before the
         # attention rewrite removes the Softmax the runtime's own chunking looks for.
         chunks = ENCODER_QUERY_CHUNKS if graph == "encoder" else 1
-        build_dynamic(source, path, table.recipe, excluded, query_chunks=chunks)
+        techniques = table.node_techniques.get(graph, {})
+        build_dynamic(source, path, table.recipe, excluded, query_chunks=chunks, techniques=techniques)
     else:
         from amanuensis.quantize.qdq import build_qdq
 

@@ -164,12 +164,14 @@ def isolated_sensitivity(
     nodes: list[ComputeNode],
     feeds: list[Feed],
     on_node: Callable[[ComputeNode], None] | None = None,
+    technique: str | None = None,
 ) -> list[NodeSensitivity]:
     """Quantize one compute node at a time and measure the graph outputs' SQNR against FP32.
 
     This is the damage a node does on its own, through everything downstream of it (a LayerNorm
     after an outlier channel, the 1500-key softmax), which local QDQ error alone does not show.
-    Worst (lowest SQNR) first.
+    Worst (lowest SQNR) first. ``technique`` (dynamic scheme): quantize each node with that finer
+    integer form (``per_row.TECHNIQUES``) instead of one run-time scale per tensor.
     """
     reference = _run_all(float_model, feeds)
     ranked = []
@@ -177,7 +179,8 @@ def isolated_sensitivity(
         single = Path(tmp) / "single.onnx"
         for node in nodes:
             if recipe.scheme == "dynamic":
-                build_dynamic(float_model, single, recipe, only=[node.name])
+                chosen = {node.name: technique} if technique and node.op_type == "MatMul" else None
+                build_dynamic(float_model, single, recipe, only=[node.name], techniques=chosen)
             else:
                 build_qdq(float_model, single, recipe, ranges, only=[node.name])
             ranked.append(

@@ -18,6 +18,7 @@ so an 8-bit scale of 1/255 is in effect a scale per row.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -26,10 +27,10 @@ import onnx
 from onnx import helper, numpy_helper
 
 from amanuensis.export.graph_index import GraphIndex
+from amanuensis.quantize.per_row import INTEGER_SUFFIX, RESIDUAL_LIMB, apply_techniques
 from amanuensis.quantize.recipe import QuantRecipe
 
 INTEGER_OPS = ("MatMulInteger", "ConvInteger")  # what quantize_dynamic turns a compute node into
-INTEGER_SUFFIX = "_quant"  # … named after it with this suffix
 GEMM_AS_MATMUL = "_MatMul"  # quantize_dynamic turns a Gemm into a MatMul named so, then quantizes that
 # Conv stays float: as ConvInteger (uint8 weights, per tensor) it made INT8 worse on every gate
 # condition (docs/quantization.md), and it is under 5 % of an encoder run's MACs.
@@ -89,10 +90,12 @@ def build_dynamic(
     exclude: list[str] | None = None,
     only: list[str] | None = None,
     query_chunks: int = 1,
+    techniques: dict[str, str] | None = None,
 ) -> None:
     """Integer MatMul/Gemm with run-time activation scales (onnxruntime ``quantize_dynamic``).
 
-    ``exclude`` keeps nodes float, ``only`` quantizes just those (sensitivity analysis).
+    ``exclude`` keeps nodes float, ``only`` quantizes just those (sensitivity analysis);
+    ``techniques`` names nodes to quantize with a finer integer form instead (``per_row``).
     ``query_chunks`` splits multi-query attention first (the CPU EP's memory saving, which looks
     for the Softmax this build removes).
     """
@@ -103,7 +106,9 @@ def build_dynamic(
 
     model = onnx.load(str(float_model))
     # quantize_dynamic turns a Gemm into a MatMul named <Gemm>_MatMul before it checks exclusions
-    exclude = [name for kept in exclude or [] for name in (kept, f"{kept}{GEMM_AS_MATMUL}")]
+    techniques = {n: t for n, t in (techniques or {}).items() if not only or n in only}
+    kept = [*(exclude or []), *techniques]  # quantize_dynamic leaves these alone
+    exclude = [name for node in kept for name in (node, f"{node}{GEMM_AS_MATMUL}")]
     if query_chunks > 1:
         model = split_attention_queries(model, query_chunks)
         exclude += [f"{name}/chunk{c}" for name in exclude for c in range(query_chunks)]
@@ -114,18 +119,23 @@ def build_dynamic(
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".dynamic-") as tmp:
         source, staged = Path(tmp) / "float.onnx", Path(tmp) / output.name
         onnx.save(model, str(source))
-        with quiet_root_logger():
-            quantize_dynamic(
-                str(source),
-                str(staged),
-                op_types_to_quantize=list(DYNAMIC_OP_TYPES),
-                per_channel=recipe.per_channel,
-                weight_type=QuantType.QInt8,
-                nodes_to_quantize=list(only or []),
-                nodes_to_exclude=exclude,
-                extra_options={"MatMulConstBOnly": False},  # attention's activation × activation products too
-            )
+        dynamic_only = [n for n in only or [] if n not in techniques]
+        if only and not dynamic_only:  # a technique measured alone: nothing for quantize_dynamic
+            shutil.copyfile(source, staged)
+        else:
+            with quiet_root_logger():
+                quantize_dynamic(
+                    str(source),
+                    str(staged),
+                    op_types_to_quantize=list(DYNAMIC_OP_TYPES),
+                    per_channel=recipe.per_channel,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_quantize=dynamic_only,
+                    nodes_to_exclude=exclude,
+                    extra_options={"MatMulConstBOnly": False},  # attention's activation × activation products
+                )
         quantized = onnx.load(str(staged))
+        apply_techniques(quantized, techniques)
         store_exact_float16(quantized)
         onnx.save(quantized, str(staged))
         onnx.checker.check_model(str(staged))
@@ -272,11 +282,14 @@ def dynamic_integer_nodes(model: onnx.ModelProto) -> set[str]:
         node = index.producer.get(name)
         if node is not None and node.op_type == "Transpose":  # a stored integer table, read transposed
             return quantized(node.input[0])
-        return node is not None and node.op_type == "DynamicQuantizeLinear" and node.output[0] == name
+        # quantized at run time: by onnxruntime's DynamicQuantizeLinear or per row (per_row)
+        run_time = ("DynamicQuantizeLinear", "QuantizeLinear")
+        return node is not None and node.op_type in run_time and node.output[0] == name
 
     names = set()
     for node in model.graph.node:
         if node.op_type in INTEGER_OPS and all(quantized(i) for i in node.input[:2]):
-            name = node.name.removesuffix(INTEGER_SUFFIX).removesuffix(GEMM_AS_MATMUL).split("/chunk")[0]
+            name = node.name.removesuffix(INTEGER_SUFFIX).removesuffix(RESIDUAL_LIMB).removesuffix(GEMM_AS_MATMUL)
+            name = name.split("/chunk")[0]
             names.add(name)
     return names

@@ -41,6 +41,7 @@ from amanuensis.quantize.calibration import (
     with_noisy_copies,
 )
 from amanuensis.quantize.dynamic import KEPT_INTEGER
+from amanuensis.quantize.per_row import TECHNIQUES, choose_technique
 from amanuensis.quantize.recipe import QuantRecipe, RangeTable
 from amanuensis.runtime import Feed, RuntimeOptions
 from amanuensis.transcribe import TranscribeOptions
@@ -75,8 +76,10 @@ class GateStep:
     """One mixed-precision attempt, judged on every condition."""
 
     float_nodes: tuple[str, ...]  # every node kept float in this attempt
-    int8_mac_share: float  # of all MatMul/Conv/Gemm MACs in encoder + one decoder step
+    int8_mac_share: float  # of all MatMul/Conv/Gemm MACs in encoder + one decoder step: integer kernels
     results: tuple[ConditionResult, ...]  # per condition, clean first
+    techniques: tuple[tuple[str, str], ...] = ()  # (node, finer integer form) in this attempt
+    a16_mac_share: float = 0.0  # the part of int8_mac_share with 16-bit activations
 
     @property
     def wer(self) -> float:  # clean speech, percent
@@ -193,13 +196,23 @@ def rank_sensitivity(
 
 
 def mac_share(checkpoint: WhisperCheckpoint, table: RangeTable, nodes: dict[str, list[ComputeNode]]) -> float:
-    """INT8 share of the MACs of one encoder window plus one decoder step, read off the built graphs."""
+    """Integer share of the MACs of one encoder window plus one decoder step, read off the built graphs."""
     all_nodes, int8_names = [], set()
     for graph in GRAPHS:
         built = onnx.load(str(build_int8_graph(checkpoint, table, graph)))
         int8_names |= int8_node_names(built)
         all_nodes += nodes[graph]
     return int8_mac_share(all_nodes, int8_names)
+
+
+def a16_mac_share(table: RangeTable, nodes: dict[str, list[ComputeNode]], integer_share: float) -> float:
+    """The part of the integer MAC share whose activations are 16-bit: all of it for a 16-bit static
+    recipe, else the nodes given the ``a16`` technique."""
+    if table.recipe.scheme == "static":
+        return integer_share if table.recipe.activation_bits == 16 else 0.0
+    wide = {(g, n) for g, chosen in table.node_techniques.items() for n, t in chosen.items() if t == "a16"}
+    total = sum(n.macs for graph in GRAPHS for n in nodes[graph])
+    return sum(n.macs for graph in GRAPHS for n in nodes[graph] if (graph, n.name) in wide) / total
 
 
 def _evaluate_all(model: WhisperModel, conditions: tuple[Condition, ...]) -> dict[str, EvaluationReport]:
@@ -228,11 +241,13 @@ def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationRe
 
     steps: list[GateStep] = []
     float_nodes: list[tuple[str, str]] = []
+    chosen: dict[tuple[str, str], str] = {}  # (graph, node) → finer integer form
     tables: list[RangeTable] = []
     with tempfile.TemporaryDirectory(prefix="amanuensis-gate-") as tmp:
         while True:
             excluded = {g: [n for gg, n in float_nodes if gg == g] for g in GRAPHS}
-            table = replace(table, excluded_nodes=excluded)
+            techniques = {g: {n: t for (gg, n), t in chosen.items() if gg == g} for g in GRAPHS}
+            table = replace(table, excluded_nodes=excluded, node_techniques=techniques)
             table_path = Path(tmp) / f"table-{len(steps)}.json"
             table.save(table_path)
             tables.append(table)
@@ -241,11 +256,18 @@ def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationRe
             )
             int8_reports = _evaluate_all(int8, config.conditions)
             results = tuple(compare(c, fp32_reports[c.name], int8_reports[c.name]) for c in config.conditions)
-            step = GateStep(tuple(n for _, n in float_nodes), mac_share(checkpoint, table, nodes), results)
+            share = mac_share(checkpoint, table, nodes)
+            step = GateStep(
+                tuple(n for _, n in float_nodes),
+                share,
+                results,
+                tuple((n, t) for (_, n), t in chosen.items()),
+                a16_mac_share(table, nodes, share),
+            )
             steps.append(step)
             log(
-                f"  {len(float_nodes):2d} nodes float, {step.int8_mac_share:6.1%} of MACs INT8: "
-                + "; ".join(f"{r.name} Δ {r.delta:+.2f} QoI {r.qoi:.0%}" for r in results)
+                f"  {len(chosen):2d} nodes finer, {len(float_nodes):2d} float, {step.int8_mac_share:6.1%} of MACs "
+                "integer: " + "; ".join(f"{r.name} Δ {r.delta:+.2f} QoI {r.qoi:.0%}" for r in results)
             )
             best = _best(steps)
             stalled = len(steps) - 1 - best >= config.patience
@@ -263,10 +285,11 @@ def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationRe
                     ),
                     key=lambda t: t[0],
                 )
-            if len(float_nodes) == len(order):
+            moved = _next_moves(checkpoint, table, nodes, ranking_feeds, order, chosen, float_nodes, config)
+            if not moved:
                 break
-            nxt = order[len(float_nodes) : len(float_nodes) + config.group_size]
-            float_nodes += [(g, n) for _, g, n in nxt]
+    best = _best(steps)
+    table = tables[best]
     best = _best(steps)
     table = tables[best]
     for i, tried in enumerate(tables):
@@ -275,6 +298,42 @@ def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationRe
     seconds = sum(c["seconds"] for c in table.calibration)
     feeds = _validation_feeds(fp32, config.conditions[0].entries)
     return QuantizationResult(table, fp32_reports, steps, ranked, nodes, config.conditions, seconds, feeds, best)
+
+
+def _next_moves(
+    checkpoint: WhisperCheckpoint,
+    table: RangeTable,
+    nodes: dict[str, list[ComputeNode]],
+    feeds: dict[str, list[Feed]],
+    order: list[tuple[float, str, str]],
+    chosen: dict[tuple[str, str], str],
+    float_nodes: list[tuple[str, str]],
+    config: QuantizeConfig,
+) -> int:
+    """Move the worst nodes one rung up, in place: a finer integer form first (dynamic scheme:
+    per-token scales or 16-bit activations, whichever measured better alone on calibration inputs),
+    float only once every node that has one was given it. Returns how many nodes moved."""
+    op_types = {(g, n.name): n.op_type for g in GRAPHS for n in nodes[g]}
+    if config.recipe.scheme == "dynamic":
+        finer = [(g, n) for _, g, n in order if (g, n) not in chosen and op_types[(g, n)] == "MatMul"][
+            : config.group_size
+        ]
+        for graph, name in finer:
+            node = next(n for n in nodes[graph] if n.name == name)
+            sqnr = {
+                technique: isolated_sensitivity(
+                    float_graph(checkpoint, graph), table.recipe, {}, [node], feeds[graph], technique=technique
+                )[0].sqnr_db
+                for technique in TECHNIQUES
+            }
+            chosen[(graph, name)] = choose_technique(sqnr)
+        if finer:
+            return len(finer)
+    to_float = [(g, n) for _, g, n in order if (g, n) not in float_nodes][: config.group_size]
+    for key in to_float:
+        chosen.pop(key, None)
+    float_nodes += to_float
+    return len(to_float)
 
 
 def _best(steps: list[GateStep]) -> int:

@@ -100,6 +100,8 @@ class RangeTable:
     calibration: list[dict]  # one {"path", "sha256", "seconds"} per calibration clip
     ranges: dict[str, Ranges]  # graph ("encoder" | "decoder") → tensor ranges
     excluded_nodes: dict[str, list[str]] = field(default_factory=dict)  # graph → nodes kept in float
+    # graph → node → finer integer form (quantize.per_row.TECHNIQUES; dynamic scheme only)
+    node_techniques: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
         """Short hash naming the cache folder of graphs built from this table."""
@@ -107,7 +109,8 @@ class RangeTable:
         return hashlib.sha256(blob).hexdigest()[:12]
 
     def to_dict(self) -> dict:
-        return {
+        techniques = {g: t for g, t in self.node_techniques.items() if t}
+        return ({"node_techniques": techniques} if techniques else {}) | {
             "format": TABLE_FORMAT,
             "model": self.model,
             "weights_digest": self.weights_digest,
@@ -130,6 +133,7 @@ class RangeTable:
             calibration=data["calibration"],
             ranges={g: {k: (lo, hi) for k, (lo, hi) in r.items()} for g, r in data["ranges"].items()},
             excluded_nodes=data.get("excluded_nodes", {}),
+            node_techniques=data.get("node_techniques", {}),
         )
 
     def save(self, path: Path) -> None:

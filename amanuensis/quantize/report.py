@@ -37,11 +37,22 @@ def _graph_facts(
             else activation_errors(fp32_path, int8_path, feeds[graph][: ERROR_FEEDS[graph]], result.table.ranges[graph])
         )
         by_tensor = {e.tensor: e for e in errors}
+        int8_macs = sum(n.macs for n in nodes if n.name in int8_names)
+        wide = {n for n, t in result.table.node_techniques.get(graph, {}).items() if t == "a16"}
+        if result.table.recipe.scheme == "static" and result.table.recipe.activation_bits == 16:
+            wide = int8_names
+        a16_macs = sum(n.macs for n in nodes if n.name in int8_names and n.name in wide)
         facts[graph] = {
             "fp32_bytes": fp32_path.stat().st_size,
             "int8_bytes": int8_path.stat().st_size,
             "macs": total,
-            "int8_macs": sum(n.macs for n in nodes if n.name in int8_names),
+            "int8_macs": int8_macs,
+            "mac_shares": {
+                "W8A8": (int8_macs - a16_macs) / total,
+                "W8A16": a16_macs / total,
+                "float": 1 - int8_macs / total,
+            },
+            "techniques": result.table.node_techniques.get(graph, {}),
             "int8_nodes": sorted(int8_names),
             "float_nodes": [n.name for n in nodes if n.name not in int8_names],
             "activations": [
@@ -92,7 +103,9 @@ def build_report(
         "mixed_precision_steps": [
             {
                 "float_nodes": list(s.float_nodes),
+                "techniques": dict(s.techniques),
                 "int8_mac_share": s.int8_mac_share,
+                "a16_mac_share": s.a16_mac_share,
                 "wer": s.wer,
                 "delta": s.delta,
                 "conditions": [r.to_dict() for r in s.results],
@@ -100,6 +113,11 @@ def build_report(
             for s in result.steps
         ],
         "int8_mac_share": final.int8_mac_share,
+        "mac_shares": {
+            "W8A8": final.int8_mac_share - final.a16_mac_share,
+            "W8A16": final.a16_mac_share,
+            "float": 1 - final.int8_mac_share,
+        },
         "sizes": {"fp32_bytes": fp32_bytes, "int8_bytes": int8_bytes, "ratio": int8_bytes / fp32_bytes},
         "sensitivity": {
             g: [{"node": s.node, "op_type": s.op_type, "macs": s.macs, "sqnr_db": s.sqnr_db} for s in ranking]
@@ -117,7 +135,9 @@ def _placement_sentence(recipe: dict) -> str:
             "onnxruntime `quantize_dynamic` on every MatMul and Gemm, the attention products included: each "
             "activation is quantized to uint8 with its own range at run time, so no calibrated range can be "
             "exceeded. Attention multiplies the unnormalized weights exp(s − max s) with V and divides by their "
-            "sum afterwards, which makes every row's largest weight exactly 1 (a per-row scale in effect).\n"
+            "sum afterwards, which makes every row's largest weight exactly 1 (a per-row scale in effect). Nodes "
+            "the search moved to a finer integer form (listed under Mixed precision) get one scale per row "
+            "(per_token) or 16-bit activations as two 8-bit limbs, each an integer product (a16).\n"
             "- Float by construction: the two Convs (as ConvInteger they made every condition worse), "
             "LayerNorm, the softmax's exp and sums, GELU, the residual Adds."
         )
@@ -182,10 +202,27 @@ def render_markdown(report: dict) -> str:
             else "."
         ),
         f"- Gate decoding: {gate['decoding']}.",
-        f"- MACs with quantized inputs ({_widths(report['recipe'])}; one encoder window + one decoder step): "
+        f"- MACs in integer kernels ({_widths(report['recipe'])}; one encoder window + one decoder step): "
         f"**{report['int8_mac_share']:.1%}** ("
         + ", ".join(f"{g} {f['int8_macs'] / f['macs']:.1%}" for g, f in report["graphs"].items())
-        + "; the rest float, by name below).",
+        + "; the rest float, by name below). By width:",
+        "",
+        "| graph | W8A8 | W8A16 | float |",
+        "|---|---|---|---|",
+        *(
+            f"| {g} | {f['mac_shares']['W8A8']:.1%} | {f['mac_shares']['W8A16']:.1%} | {f['mac_shares']['float']:.1%} |"
+            for g, f in report["graphs"].items()
+            if "mac_shares" in f
+        ),
+        *(
+            [
+                f"| both (MAC-weighted) | {report['mac_shares']['W8A8']:.1%} | {report['mac_shares']['W8A16']:.1%} "
+                f"| {report['mac_shares']['float']:.1%} |"
+            ]
+            if "mac_shares" in report
+            else []
+        ),
+        "",
         f"- Size: FP32 {_mb(sizes['fp32_bytes'])} → INT8 {_mb(sizes['int8_bytes'])} "
         f"(**{sizes['ratio']:.1%}**; limit {MAX_SIZE_RATIO:.0%})"
         + (f"; {report['sizes_note']}." if report.get("sizes_note") else "."),
@@ -193,17 +230,24 @@ def render_markdown(report: dict) -> str:
         "## Mixed precision",
         "",
         "Nodes are ranked by the SQNR of the graph's outputs when that node alone is quantized (calibration "
-        "inputs, clean and noisy). While INT8 fails a condition, the worst remaining nodes go back to float, a "
-        "group at a time.",
+        "inputs, clean and noisy). While INT8 fails a condition, the worst remaining nodes move one rung up, a "
+        "group at a time: for the dynamic scheme first to a finer integer form (per-token activation scales, or "
+        "16-bit activations as two 8-bit limbs when that measured more than one bit better alone), and back "
+        "to float only once every MatMul has had its finer form.",
         "",
-        "| step | nodes float | MACs INT8 | "
+        "| step | nodes finer | nodes float | MACs integer (of which A16) | "
         + " | ".join(f"{c['condition']} Δ / QoI" for c in gate["conditions"])
         + " |",
-        "|---|---|---|" + "---|" * len(gate["conditions"]),
+        "|---|---|---|---|" + "---|" * len(gate["conditions"]),
     ]
     for i, s in enumerate(report["mixed_precision_steps"]):
         cells = " | ".join(f"{c['delta']:+.2f} / {c['qoi']:.0%}" for c in s["conditions"])
-        lines.append(f"| {i} | {len(s['float_nodes'])} | {s['int8_mac_share']:.1%} | {cells} |")
+        shares = f"{s['int8_mac_share']:.1%} ({s.get('a16_mac_share', 0.0):.1%})"
+        lines.append(f"| {i} | {len(s.get('techniques', {}))} | {len(s['float_nodes'])} | {shares} | {cells} |")
+    finer = [(g, n, t) for g, f in report["graphs"].items() for n, t in f.get("techniques", {}).items()]
+    if finer:
+        lines += ["", "Finer integer forms:", ""]
+        lines += [f"- {g}: `{n}`: {t}" for g, n, t in finer]
     lines += ["", "Kept in float:", ""]
     for graph, facts in report["graphs"].items():
         for name in facts["float_nodes"]:

@@ -65,7 +65,8 @@ def test_every_node_counted_integer_runs_on_quantized_inputs(dynamic_graphs, dyn
     counted = set(dynamic_report["graphs"][graph]["int8_nodes"])
     assert counted == int8_node_names(model) and counted
     kernels = [n for n in model.graph.node if n.op_type in ("MatMulInteger", "ConvInteger")]
-    assert {k.name.removesuffix("_quant").split("/chunk")[0] for k in kernels} == counted
+    sources = {k.name.removesuffix("_quant").removesuffix("/residual").split("/chunk")[0] for k in kernels}
+    assert sources == counted
     for kernel in kernels:
         for name in kernel.input[:2]:
             producer = index.producer.get(name)
@@ -73,6 +74,9 @@ def test_every_node_counted_integer_runs_on_quantized_inputs(dynamic_graphs, dyn
                 name = producer.input[0]
             if name in index.initializers:
                 assert numpy_helper.to_array(index.initializers[name]).dtype in (np.int8, np.uint8), kernel.name
+            elif index.producer[name].op_type == "QuantizeLinear":  # per-row scales (quantize.per_row)
+                zero_point = index.initializers[index.producer[name].input[2]]
+                assert zero_point.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8), kernel.name
             else:
                 assert index.producer[name].op_type == "DynamicQuantizeLinear", kernel.name
     floats = {n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")}
@@ -82,11 +86,13 @@ def test_every_node_counted_integer_runs_on_quantized_inputs(dynamic_graphs, dyn
 def test_dynamic_attention_weights_are_unnormalized(tiny, dynamic_graphs) -> None:
     """The encoder's attention weights reach their integer product as exp(s − max s), whose rows
     peak at exactly 1, never as softmax probabilities; only a product the table keeps float reads
-    them in float."""
+    them in float, and one given 16-bit limbs reads them through its per-row scale."""
     model = dynamic_graphs["encoder"]
     assert not [n for n in model.graph.node if n.op_type == "Softmax"]
     index = GraphIndex(model.graph)
-    kept_float = set(load_table(tiny.checkpoint).excluded_nodes.get("encoder", []))
+    table = load_table(tiny.checkpoint)
+    kept_float = set(table.excluded_nodes.get("encoder", []))
+    finer = table.node_techniques.get("encoder", {})
     exps = [n for n in model.graph.node if n.op_type == "Exp"]
     assert len(exps) == tiny.checkpoint.dims.n_audio_layer * ENCODER_QUERY_CHUNKS
     for exp in exps:
@@ -95,8 +101,9 @@ def test_dynamic_attention_weights_are_unnormalized(tiny, dynamic_graphs) -> Non
         product = next(u for u in readers if u.op_type != "ReduceSum")
         if product.op_type == "MatMul":
             assert product.name.split("/chunk")[0] in kept_float, product.name
-        else:
-            assert product.op_type == "DynamicQuantizeLinear", exp.name
+        elif product.op_type != "DynamicQuantizeLinear":  # a finer integer form's own quantizer
+            assert product.name.split("/chunk")[0] in finer, product.name
+            assert {u.op_type for u in readers} <= {"ReduceSum", "QuantizeLinear", "Sub"}, exp.name
 
 
 @pytest.mark.parametrize("graph", GRAPHS)
