@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from amanuensis.errors import UserError
+
 SAMPLE_RATE = 16000  # Hz: every model input is resampled to this
 N_FFT = 400  # samples per STFT window (25 ms)
 HOP_LENGTH = 160  # samples between frames (10 ms)
@@ -30,7 +32,7 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # file types looked for when
 _STFT_BLOCK_FRAMES = 4096  # frames per FFT block: bounds memory on hour-long files
 
 
-class AudioError(ValueError):
+class AudioError(UserError):
     """Input that cannot be turned into speech samples; the message is for the user."""
 
 
@@ -41,6 +43,7 @@ class DecodedAudio:
     samples: np.ndarray  # shape (n,), float32 in [-1, 1]
     source_rate: int  # Hz of the file before resampling
     source_channels: int  # channels before down-mixing
+    replaced_samples: int = 0  # NaN/inf samples in the file, set to silence
 
     @property
     def duration(self) -> float:
@@ -66,17 +69,31 @@ def _read_with_soundfile(path: Path) -> tuple[np.ndarray, int] | None:
     return data, rate
 
 
+def _decoding_failures() -> tuple[type[BaseException], ...]:
+    """What librosa's decoders raise for a file they cannot read (and nothing else)."""
+    failures: tuple[type[BaseException], ...] = (EOFError, OSError, RuntimeError, ValueError)
+    try:
+        from audioread.exceptions import DecodeError
+
+        failures += (DecodeError,)
+    except ImportError:
+        pass
+    import soundfile as sf
+
+    return (*failures, sf.LibsndfileError)
+
+
 def _read_with_librosa(path: Path) -> tuple[np.ndarray, int] | None:
     """Fallback for containers libsndfile cannot open (e.g. m4a via audioread/ffmpeg)."""
+    import warnings
+
+    import librosa
+
     try:
-        import warnings
-
-        import librosa
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             data, rate = librosa.load(str(path), sr=None, mono=False, dtype=np.float32)
-    except Exception:
+    except _decoding_failures():
         return None
     data = np.atleast_2d(data).T  # librosa gives (channels, n)
     return data, int(rate)
@@ -91,6 +108,8 @@ def load_audio(path: str | os.PathLike[str]) -> DecodedAudio:
         raise AudioError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: file is empty")
+    if not os.access(path, os.R_OK):
+        raise AudioError(f"{path}: permission denied (the file is not readable by this user)")
     decoded = _read_with_soundfile(path) or _read_with_librosa(path)
     if decoded is None:
         raise AudioError(f"{path}: not a readable audio file (corrupt, truncated or unsupported)")
@@ -98,7 +117,80 @@ def load_audio(path: str | os.PathLike[str]) -> DecodedAudio:
     if data.shape[0] == 0:
         raise AudioError(f"{path}: contains no audio samples")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    return DecodedAudio(resample(mono, rate), rate, data.shape[1])
+    mono, replaced = replace_non_finite(mono)
+    return DecodedAudio(resample(mono, rate), rate, data.shape[1], replaced)
+
+
+def replace_non_finite(samples: np.ndarray) -> tuple[np.ndarray, int]:
+    """NaN and ±inf samples set to 0 (silence), and how many there were.
+
+    One NaN reaches every mel frame of its window through the STFT and the file-wide maximum,
+    and turns the whole transcription into noise; a recorder's glitch should cost only itself.
+    """
+    bad = ~np.isfinite(samples)
+    count = int(bad.sum())
+    if count:
+        samples = np.where(bad, np.float32(0.0), samples).astype(np.float32, copy=False)
+    return samples, count
+
+
+INTEGER_FULL_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0, np.dtype(np.int8): 128.0}
+MAX_CHANNELS = 8  # a 2-D array with one side this short is read as (samples, channels) or its transpose
+
+
+def as_samples(audio: object) -> tuple[np.ndarray, int]:
+    """Whatever the Python API was given, as mono float32 samples at 16 kHz (and how many
+    non-finite samples were silenced), or an AudioError saying what was wrong.
+
+    A path or file bytes are decoded; an array or list is taken to be 16 kHz already: float in
+    [-1, 1], or integer PCM (int8/16/32, scaled to full scale; uint8 around 128). A 2-D array with
+    up to ``MAX_CHANNELS`` channels on either side is averaged to mono.
+    """
+    if isinstance(audio, (str, os.PathLike)):
+        decoded = load_audio(audio)
+        return decoded.samples, decoded.replaced_samples
+    if isinstance(audio, (bytes, bytearray, memoryview)):
+        return _decode_bytes(bytes(audio))
+    if isinstance(audio, (list, tuple)):
+        audio = np.asarray(audio)
+    if not isinstance(audio, np.ndarray):
+        raise AudioError(f"cannot transcribe a {type(audio).__name__}: pass a file path, file bytes or a numpy array")
+    return _array_samples(audio)
+
+
+def _array_samples(array: np.ndarray) -> tuple[np.ndarray, int]:
+    if array.ndim == 2 and min(array.shape) <= MAX_CHANNELS:
+        array = array.mean(axis=int(np.argmin(array.shape)))
+    if array.ndim != 1:
+        raise AudioError(f"expected mono samples of shape (n,) or (n, channels), got an array of shape {array.shape}")
+    if array.size == 0:
+        raise AudioError("the audio contains no samples")
+    if array.dtype in INTEGER_FULL_SCALE:
+        array = array.astype(np.float32) / np.float32(INTEGER_FULL_SCALE[array.dtype])
+    elif array.dtype == np.uint8:
+        array = (array.astype(np.float32) - 128.0) / 128.0
+    elif not np.issubdtype(array.dtype, np.floating):
+        raise AudioError(f"audio samples must be float or integer PCM, got {array.dtype}")
+    return replace_non_finite(array.astype(np.float32, copy=False))
+
+
+def _decode_bytes(data: bytes) -> tuple[np.ndarray, int]:
+    """The bytes of an audio file (wav, flac, ogg, mp3), decoded in memory."""
+    import io
+
+    import soundfile as sf
+
+    try:
+        decoded, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        raise AudioError(
+            "these bytes are not an audio file soundfile can read; for raw PCM, pass an array "
+            "(e.g. np.frombuffer(data, np.int16)) at 16 kHz"
+        ) from None
+    if decoded.shape[0] == 0:
+        raise AudioError("the audio contains no samples")
+    mono, replaced = replace_non_finite(decoded.mean(axis=1))
+    return resample(mono, rate), replaced
 
 
 def hann_window(length: int = N_FFT) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,19 +13,19 @@ import numpy as np
 
 from amanuensis.audio import SAMPLE_RATE, AudioError, load_audio
 from amanuensis.conditions import DEFAULT_GATE_NOISE, DEFAULT_NOIZEUS, DEFAULT_VALIDATION
-from amanuensis.ct2 import CheckpointError
 from amanuensis.devices import BACKENDS, DEVICES, DeviceUnavailable
-from amanuensis.models import DEFAULT_MODEL, PACKAGED_MODELS, ModelNotFoundError
+from amanuensis.errors import OptionsError, UserError
+from amanuensis.models import DEFAULT_MODEL, PACKAGED_MODELS
 from amanuensis.precision import PRECISIONS
 from amanuensis.quantize.targets import TARGET_NAMES
 from amanuensis.runtime import RuntimeOptions
 from amanuensis.transcribe import TranscribeOptions
-from amanuensis.writers import OUTPUT_FORMATS, Transcript, output_paths, write_outputs
+from amanuensis.writers import OUTPUT_FORMATS, OutputError, Transcript, output_paths, write_outputs
 
 PROGRESS_MIN_SECONDS = 30.0  # show a progress bar for audio longer than one window
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """A bad combination of options; exit status 2."""
 
 
@@ -181,6 +182,9 @@ def _add_decoding_arguments(parser: argparse.ArgumentParser, beam_default: int) 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="amanuensis", description="Offline Whisper transcription on static ONNX graphs."
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of every error, not just of internal ones"
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -386,12 +390,44 @@ def _progress_bar(duration: float, mode: str):
     return bar, update
 
 
+def _plan_outputs(inputs: list[Path], output_dir: Path, output_format: str | None) -> dict[Path, dict[str, Path]]:
+    """Output files per input, checked before any work: the folder is usable, no two inputs would
+    write the same file, and no output is an input (by name or as a hard link to it)."""
+    if not output_format:
+        return {path: {} for path in inputs}
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"--output-dir {output_dir} is a file, not a folder")
+    if output_dir.is_dir() and not os.access(output_dir, os.W_OK | os.X_OK):
+        raise UsageError(f"--output-dir {output_dir} is not writable")
+    planned = {path: output_paths(path.stem, output_dir, output_format) for path in inputs}
+    writers: dict[Path, Path] = {}
+    for path, outputs in planned.items():
+        for out in outputs.values():
+            other = writers.setdefault(out.resolve(), path)
+            if other != path:
+                raise UsageError(f"{other} and {path} would both write {out}; give them separate --output-dir runs")
+    identities = {_identity(p) for p in inputs} - {None}
+    for path, outputs in planned.items():
+        for out in outputs.values():
+            if out.resolve() in {p.resolve() for p in inputs} or _identity(out) in identities:
+                raise UsageError(f"{path}: output {out} would overwrite an input file; choose --output-dir")
+    return planned
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file: the same for every hard link to it."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 def _run_transcribe(args: argparse.Namespace) -> int:
     options = _transcribe_options(args)
     output_format = args.output_format or ("all" if args.output_dir else None)
-    output_dir = args.output_dir or Path(".")
     inputs = [Path(a) for a in args.audio]
-    input_set = {p.resolve() for p in inputs if p.exists()}
+    planned = _plan_outputs(inputs, args.output_dir or Path("."), output_format)
     model = _load(args, options)
     failures = 0
     for path in inputs:
@@ -401,15 +437,11 @@ def _run_transcribe(args: argparse.Namespace) -> int:
             print(f"amanuensis: error: {exc}", file=sys.stderr)
             failures += 1
             continue
-        paths = output_paths(path.stem, output_dir, output_format) if output_format else {}
-        clobbered = [p for p in paths.values() if p.resolve() in input_set]
-        if clobbered:
+        if audio.replaced_samples:
             print(
-                f"amanuensis: error: {path}: output {clobbered[0]} would overwrite an input file; choose --output-dir",
-                file=sys.stderr,
+                f"amanuensis: {path}: {audio.replaced_samples} NaN or infinite samples set to silence", file=sys.stderr
             )
-            failures += 1
-            continue
+        paths = planned[path]
         bar, update = _progress_bar(audio.duration, args.progress)
         started = time.perf_counter()
         segments, info = model.transcribe(audio.samples, options, update)
@@ -428,7 +460,12 @@ def _run_transcribe(args: argparse.Namespace) -> int:
             print(f"==> {path} <==")
         if not args.verbose:
             print(transcript.text.strip())
-        write_outputs(transcript, paths)
+        try:
+            write_outputs(transcript, paths)
+        except OutputError as exc:  # the next file may still be written (another disk, freed space)
+            print(f"amanuensis: error: {exc}", file=sys.stderr)
+            failures += 1
+            continue
         if args.verbose:
             elapsed = time.perf_counter() - started
             print(
@@ -646,13 +683,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "inspect":
             return _run_inspect(args)
         return _run_evaluate(args)
-    except UsageError as exc:
+    except (UsageError, OptionsError) as exc:  # options the command cannot use: as argparse does
+        if args.debug:
+            raise
         print(f"amanuensis: error: {exc}", file=sys.stderr)
         return 2
-    except DeviceUnavailable as exc:
-        print(f"amanuensis: error: {exc}", file=sys.stderr)
-        return 1
-    except (ModelNotFoundError, CheckpointError, AudioError, ValueError) as exc:
+    except UserError as exc:  # input, files, models, devices: one line; anything else is a bug
+        if args.debug:
+            raise
         print(f"amanuensis: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -24,6 +24,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from amanuensis.errors import UserError
+
 # Order of CTranslate2's DataType enum (include/ctranslate2/types.h).
 CT2_DTYPES: tuple[np.dtype | None, ...] = (
     np.dtype("<f4"),  # 0 float32
@@ -37,7 +39,7 @@ BFLOAT16_ID = 5
 SUPPORTED_BINARY_VERSIONS = range(2, 7)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """The file is not a CTranslate2 checkpoint this reader understands."""
 
 

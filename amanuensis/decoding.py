@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from amanuensis.errors import OptionsError
 from amanuensis.runtime import CrossKV, Decoder, KVCache, ModelRuntime
 from amanuensis.tokenizer import TIMESTAMP_PRECISION_S, Tokenizer
 
@@ -198,7 +199,7 @@ class BeamSearchChooser(TokenChooser):
         self.beam_size = beam_size
         self.max_candidates = round(beam_size * (patience or 1.0))
         if self.max_candidates <= 0:
-            raise ValueError("patience must be positive")
+            raise OptionsError("patience must be positive")
         self.reset()
 
     def reset(self) -> None:
@@ -345,9 +346,9 @@ def decode_window(
     """Decode one window whose encoder output is ``cross``."""
     dims = runtime.checkpoint.dims
     if options.temperature == 0 and options.best_of is not None:
-        raise ValueError("best_of applies only to sampling (temperature > 0)")
+        raise OptionsError("best_of applies only to sampling (temperature > 0)")
     if options.temperature > 0 and options.beam_size is not None:
-        raise ValueError("beam_size applies only at temperature 0")
+        raise OptionsError("beam_size applies only at temperature 0")
     use_beam = options.beam_size is not None and options.beam_size > 1
     # Samples (best_of) run one after another on the batch-1 decoder from one prefilled cache:
     # a batch-5 session would hold its own copy of the prepacked weights (~70 MB, tiny.en INT8)

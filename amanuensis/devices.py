@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 
 import onnxruntime as ort
 
+from amanuensis.errors import OptionsError, UserError
+
 BACKENDS = ("onnxruntime", "openvino")
 DEVICES = ("auto", "npu", "gpu", "cpu")
 CPU_EP = "CPUExecutionProvider"
 
 
-class DeviceUnavailable(RuntimeError):
+class DeviceUnavailable(UserError, RuntimeError):
     """The requested device or execution provider is not present and fallback was refused."""
 
 
@@ -182,9 +184,12 @@ def plan_onnxruntime(device: str, ep: str | None = None, allow_fallback: bool = 
     HTP emulator (a CPU-type device) over the CPU EP, which is a test tool, not a fast path.
     """
     if device not in DEVICES:
-        raise ValueError(f"unknown device {device!r}; choose from {', '.join(DEVICES)}")
+        raise OptionsError(f"unknown device {device!r}; choose from {', '.join(DEVICES)}")
     ep_devices = onnxruntime_devices()
     if ep:
+        known_names = {*ort.get_all_providers(), *(p.ep_name for p in PLUGINS), *(d.ep_name for d in ep_devices)}
+        if ep not in known_names:  # a typo, not a provider that is missing here
+            raise OptionsError(f"unknown execution provider {ep!r}; `amanuensis devices` lists the ones present")
         chosen = [d for d in ep_devices if d.ep_name == ep]
         if not chosen:
             known = sorted({d.ep_name for d in ep_devices})
@@ -241,6 +246,6 @@ def plan(backend: str, device: str, ep: str | None = None, allow_fallback: bool 
         return plan_onnxruntime(device, ep, allow_fallback)
     if backend == "openvino":
         if ep:
-            raise ValueError("--ep names an onnxruntime execution provider; it does not apply to --backend openvino")
+            raise OptionsError("--ep names an onnxruntime execution provider; it does not apply to --backend openvino")
         return plan_openvino(device, allow_fallback)
-    raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    raise OptionsError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from amanuensis.audio import load_audio
+from amanuensis.audio import as_samples
 from amanuensis.models import DEFAULT_MODEL, WhisperCheckpoint
 from amanuensis.runtime import ModelRuntime, RuntimeOptions
 from amanuensis.tokenizer import Tokenizer
@@ -33,12 +34,15 @@ class WhisperModel:
 
     def transcribe(
         self,
-        audio: str | os.PathLike[str] | np.ndarray,
+        audio: str | os.PathLike[str] | bytes | np.ndarray,
         options: TranscribeOptions | None = None,
         progress: ProgressCallback | None = None,
     ) -> tuple[Iterator[Segment], TranscriptionInfo]:
-        """Segments (lazy) and info for a file path or mono 16 kHz float32 samples."""
-        samples = audio if isinstance(audio, np.ndarray) else load_audio(audio).samples
+        """Segments (lazy) and info for a file path, file bytes, or 16 kHz samples (see
+        ``audio.as_samples`` for the arrays accepted)."""
+        samples, replaced = as_samples(audio)
+        if replaced:
+            warnings.warn(f"{replaced} NaN or infinite samples were set to silence", RuntimeWarning, stacklevel=2)
         return transcribe(self.runtime, self.tokenizer, samples, options, progress)
 
     def stream(
@@ -56,7 +60,7 @@ class WhisperModel:
 
     def transcribe_all(
         self,
-        audio: str | os.PathLike[str] | np.ndarray,
+        audio: str | os.PathLike[str] | bytes | np.ndarray,
         options: TranscribeOptions | None = None,
         progress: ProgressCallback | None = None,
     ) -> Transcript:

@@ -14,11 +14,12 @@ import numpy as np
 from amanuensis import noise
 from amanuensis.audio import DecodedAudio, load_audio
 from amanuensis.engine import WhisperModel
+from amanuensis.errors import UserError
 from amanuensis.normalizer import normalize_english
 from amanuensis.transcribe import TranscribeOptions
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError):
     """A manifest line that cannot be used; the message names the line."""
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from amanuensis.ct2 import CheckpointError, CheckpointLayout, read_checkpoint, read_layout
+from amanuensis.errors import UserError
 
 DEFAULT_MODEL = "tiny.en"
 
@@ -51,7 +52,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
 }
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(UserError, FileNotFoundError):
     """A model name or directory that cannot be resolved to local weights."""
 
 

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from amanuensis.audio import AUDIO_SUFFIXES, load_audio
+from amanuensis.errors import UserError
 
 NOISE_LIST = "list.tsv"  # in every noise folder: one line per recording, with its licence
 
 
-class NoiseError(ValueError):
+class NoiseError(UserError):
     """A noise folder that is missing, empty, or a recording that is silent."""
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amanuensis.devices import SessionPlan
+from amanuensis.errors import OptionsError
 from amanuensis.models import WhisperCheckpoint
 
 PRECISIONS = ("auto", "int8", "fp32")
@@ -31,7 +32,7 @@ def choose_precision(
     Raises ``QuantizationUnavailable`` when INT8 is asked for explicitly and cannot be had.
     """
     if requested not in PRECISIONS:
-        raise ValueError(f"unknown precision {requested!r}; choose from {', '.join(PRECISIONS)}")
+        raise OptionsError(f"unknown precision {requested!r}; choose from {', '.join(PRECISIONS)}")
     if requested == "fp32":
         return PrecisionChoice("fp32", None)
     from amanuensis.quantize import QuantizationUnavailable, find_table, load_table

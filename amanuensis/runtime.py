@@ -17,6 +17,7 @@ import numpy as np
 
 from amanuensis import devices, export
 from amanuensis.devices import CPU_EP, SessionPlan
+from amanuensis.errors import OptionsError
 from amanuensis.export.io_names import MASKED_SCORE, cross_kv_names, new_kv_names, run_time_names, self_kv_names
 from amanuensis.models import ModelDims, WhisperCheckpoint
 from amanuensis.precision import choose_precision
@@ -77,7 +78,7 @@ def graph_paths(
         from amanuensis.quantize import int8_graph_paths
 
         return (*int8_graph_paths(checkpoint, options.range_table), None)
-    raise ValueError(f"unknown precision {options.precision!r} (expected fp32 or int8)")
+    raise OptionsError(f"unknown precision {options.precision!r} (expected fp32 or int8)")
 
 
 QuantizedTensors = dict[str, dict]  # tensor name → {"scale", "zero_point", "dtype"} (export.quantized_io)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
 
+from amanuensis.errors import OptionsError, UserError
+
 # Whisper's language codes in vocabulary order (openai/whisper tokenizer.LANGUAGES).
 LANGUAGE_NAMES: dict[str, str] = {
     "en": "english", "zh": "chinese", "de": "german", "es": "spanish", "ru": "russian",
@@ -49,7 +51,7 @@ class Tokenizer:
     def _special(self, text: str) -> int:
         token_id = self._hf.token_to_id(text)
         if token_id is None:
-            raise ValueError(f"tokenizer has no {text}")
+            raise UserError(f"tokenizer has no {text}")
         return token_id
 
     @cached_property
@@ -82,7 +84,7 @@ class Tokenizer:
             token_id = self._hf.token_to_id(text)
             if token_id is not None:
                 return token_id
-        raise ValueError("tokenizer has no no-speech token")
+        raise UserError("tokenizer has no no-speech token")
 
     @cached_property
     def no_timestamps(self) -> int:
@@ -107,7 +109,7 @@ class Tokenizer:
         try:
             return self.language_tokens[code]
         except KeyError:
-            raise ValueError(f"unsupported language '{code}'") from None
+            raise OptionsError(f"unsupported language '{code}'") from None
 
     def sot_sequence(self, language: str | None, task: str) -> list[int]:
         """The decoder prefix: <|sot|> [<|lang|> <|task|>] for multilingual models."""

@@ -7,6 +7,7 @@ complete timestamp. Segments are produced lazily, as faster-whisper does.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
@@ -24,6 +25,7 @@ from amanuensis.audio import (
     peak_frame_dbfs,
 )
 from amanuensis.decoding import DecodingOptions, DecodingResult, decode_window, detect_language
+from amanuensis.errors import OptionsError
 from amanuensis.runtime import ModelRuntime
 from amanuensis.tokenizer import TIMESTAMP_PRECISION_S, Tokenizer
 
@@ -57,6 +59,25 @@ class TranscribeOptions:
     # Windows whose loudest 25 ms frame is quieter than this (dBFS) are silence: skipped
     # without decoding, since Whisper invents words ("you") for digital silence. None = off.
     silence_threshold_db: float | None = -60.0
+
+    def __post_init__(self) -> None:
+        if not self.temperatures:
+            raise OptionsError("temperatures needs at least one value (0 for greedy or beam search)")
+        if any(not math.isfinite(t) or t < 0 for t in self.temperatures):
+            raise OptionsError(f"temperatures must be finite and not negative, got {self.temperatures}")
+        if (self.beam_size is not None and self.beam_size < 1) or (self.best_of is not None and self.best_of < 1):
+            raise OptionsError("beam_size and best_of must be at least 1")
+        if self.patience is not None and self.patience <= 0:
+            raise OptionsError("patience must be positive")
+        if any(t < -1 for t in self.suppress_tokens):
+            raise OptionsError(
+                f"suppress_tokens are token ids (or -1 for the non-speech set), got {self.suppress_tokens}"
+            )
+
+
+# A window with less audio than this (0.1 s, shorter than a syllable) is not decoded: on so little
+# Whisper writes a stock phrase ("Thank you."). whisper.cpp refuses input under 100 ms likewise.
+MIN_WINDOW_FRAMES = 10
 
 
 @dataclass(frozen=True)
@@ -159,11 +180,18 @@ def _split_segments(
 def check_language(tokenizer: Tokenizer, language: str | None, task: str) -> None:
     """Refuse a language or task the model cannot do, before any audio is processed."""
     if task == "translate" and not tokenizer.multilingual:
-        raise ValueError("translation needs a multilingual model (e.g. --model base)")
+        raise OptionsError("translation needs a multilingual model (e.g. --model base)")
     if not tokenizer.multilingual and language not in (None, "en"):
-        raise ValueError(f"model is English-only; cannot use language '{language}'")
+        raise OptionsError(f"model is English-only; cannot use language '{language}'")
     if tokenizer.multilingual and language is not None:
         tokenizer.language_token(language)  # raises on an unknown code
+
+
+def check_tokens(n_vocab: int, token_ids: tuple[int, ...]) -> None:
+    """Refuse token ids outside the vocabulary before decoding indexes the logits with them."""
+    outside = [t for t in token_ids if t >= n_vocab]
+    if outside:
+        raise OptionsError(f"token {outside[0]} is outside the vocabulary (ids 0–{n_vocab - 1})")
 
 
 def transcribe(
@@ -177,8 +205,9 @@ def transcribe(
     options = options or TranscribeOptions()
     dims = runtime.checkpoint.dims
     check_language(tokenizer, options.language, options.task)
+    check_tokens(dims.n_vocab, options.suppress_tokens)
     if options.window_padding not in WINDOW_PADDINGS:
-        raise ValueError(f"window_padding must be one of {', '.join(WINDOW_PADDINGS)}")
+        raise OptionsError(f"window_padding must be one of {', '.join(WINDOW_PADDINGS)}")
     pad_samples = N_SAMPLES if options.window_padding == "silence" else HOP_LENGTH
     mel = log_mel_spectrogram(samples, dims.n_mels, padding=pad_samples)
     content_frames = len(samples) // HOP_LENGTH
@@ -220,7 +249,7 @@ def transcribe(
             window_frames = min(N_FRAMES, content_frames - seek)
             window_samples = samples[seek * HOP_LENGTH : (seek + window_frames) * HOP_LENGTH]
             result = None
-            if not _is_quiet(window_samples, options):
+            if window_frames >= MIN_WINDOW_FRAMES and not _is_quiet(window_samples, options):
                 cross = first_cross if seek == 0 and first_cross is not None else runtime.encoder(window(seek))
                 window_options = replace(base, prompt=tuple(all_tokens[prompt_reset_since:]))
                 result = _decode_with_fallback(runtime, tokenizer, cross, window_options, options, info.language)

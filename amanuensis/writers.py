@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 from typing import TextIO
 
+from amanuensis.errors import UserError
 from amanuensis.transcribe import Segment
 
 
@@ -99,8 +103,33 @@ def output_paths(stem: str, output_dir: Path, output_format: str) -> dict[str, P
     return {fmt: output_dir / f"{stem}.{fmt}" for fmt in formats}
 
 
+@cache
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class OutputError(UserError):
+    """A transcript could not be written; the message names the file and the reason."""
+
+
 def write_outputs(transcript: Transcript, paths: dict[str, Path]) -> None:
+    """Each format to its path, atomically: written beside it under a temporary name, then renamed
+    over it. A full disk or a failed write leaves no truncated file, and a path that is a hard
+    link to another file (an input, say) gets a new file instead of overwriting the shared one."""
     for fmt, path in paths.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as out:
-            WRITERS[fmt]().write(transcript, out)
+        staged = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(
+                "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False
+            ) as out:
+                staged = Path(out.name)
+                WRITERS[fmt]().write(transcript, out)
+            os.chmod(staged, 0o666 & ~_umask())  # what open() would have given it, not mkstemp's 0600
+            os.replace(staged, path)
+        except OSError as exc:
+            if staged is not None:
+                staged.unlink(missing_ok=True)
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc

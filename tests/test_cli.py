@@ -101,7 +101,7 @@ def test_never_overwrites_an_input(tmp_path: Path) -> None:
     shutil.copy(SAMPLE, audio_named_json)  # flac content, .json name: the JSON output would clobber it
     before = audio_named_json.read_bytes()
     result = run("transcribe", audio_named_json, "-f", "json", "-o", tmp_path)
-    assert result.returncode == 1 and "would overwrite an input" in result.stderr
+    assert result.returncode == 2 and "would overwrite an input" in result.stderr
     assert audio_named_json.read_bytes() == before
 
 

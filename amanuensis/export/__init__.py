@@ -9,14 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from amanuensis.export.cachefile import is_complete, save_atomically
 from amanuensis.models import WhisperCheckpoint
-
-if TYPE_CHECKING:
-    import onnx
 
 # Bump when graph construction changes so stale cached graphs are not reused.
 EXPORT_VERSION = 1
@@ -40,59 +36,40 @@ def model_cache_dir(checkpoint: WhisperCheckpoint) -> Path:
     return cache_root() / f"{checkpoint.files.name}-{checkpoint.digest}-v{EXPORT_VERSION}"
 
 
-def _save_atomically(model: onnx.ModelProto | str, path: Path) -> None:
-    """Write a graph (or text) beside the target and rename, so an interrupted build never leaves
-    a bad cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".partial")
-    os.close(fd)
-    try:
-        if isinstance(model, str):
-            Path(tmp).write_text(model)
-        else:
-            import onnx
-
-            onnx.save(model, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def encoder_path(checkpoint: WhisperCheckpoint) -> Path:
     path = model_cache_dir(checkpoint) / "encoder.onnx"
-    if not path.exists():
+    if not is_complete(path):
         from amanuensis.export.encoder import build_encoder
 
-        _save_atomically(build_encoder(checkpoint.load_weights(), checkpoint.dims), path)
+        save_atomically(build_encoder(checkpoint.load_weights(), checkpoint.dims), path)
     return path
 
 
 def decoder_step_path(checkpoint: WhisperCheckpoint, batch: int) -> Path:
     path = model_cache_dir(checkpoint) / f"decoder_step_b{batch}.onnx"
-    if not path.exists():
+    if not is_complete(path):
         from amanuensis.export.decoder import build_decoder_step
 
-        _save_atomically(build_decoder_step(checkpoint.load_weights(), checkpoint.dims, batch), path)
+        save_atomically(build_decoder_step(checkpoint.load_weights(), checkpoint.dims, batch), path)
     return path
 
 
 def decoder_prefill_path(checkpoint: WhisperCheckpoint, n_tokens: int) -> Path:
     """A batch-1 decoder block that feeds ``n_tokens`` prompt tokens in one run (see build_decoder_step)."""
     path = model_cache_dir(checkpoint) / f"decoder_prefill_t{n_tokens}.onnx"
-    if not path.exists():
+    if not is_complete(path):
         from amanuensis.export.decoder import build_decoder_step
 
-        _save_atomically(build_decoder_step(checkpoint.load_weights(), checkpoint.dims, 1, n_tokens), path)
+        save_atomically(build_decoder_step(checkpoint.load_weights(), checkpoint.dims, 1, n_tokens), path)
     return path
 
 
 def decoder_full_path(checkpoint: WhisperCheckpoint, n_tokens: int) -> Path:
     path = model_cache_dir(checkpoint) / f"decoder_full_t{n_tokens}.onnx"
-    if not path.exists():
+    if not is_complete(path):
         from amanuensis.export.decoder import build_decoder_full
 
-        _save_atomically(build_decoder_full(checkpoint.load_weights(), checkpoint.dims, n_tokens), path)
+        save_atomically(build_decoder_full(checkpoint.load_weights(), checkpoint.dims, n_tokens), path)
     return path
 
 
@@ -109,12 +86,12 @@ def query_chunked_path(path: Path, chunks: int) -> Path:
 
         from amanuensis.export.query_chunks import split_attention_queries
 
-        _save_atomically(split_attention_queries(onnx.load(str(path)), chunks), chunked)
+        save_atomically(split_attention_queries(onnx.load(str(path)), chunks), chunked)
     return chunked
 
 
 def _stale(derived: Path, source: Path) -> bool:
-    return not derived.exists() or derived.stat().st_mtime < source.stat().st_mtime
+    return not is_complete(derived) or derived.stat().st_mtime < source.stat().st_mtime
 
 
 def quantized_io_decoder_path(path: Path, n_layers: int) -> tuple[Path, dict[str, dict]]:
@@ -130,8 +107,8 @@ def quantized_io_decoder_path(path: Path, n_layers: int) -> tuple[Path, dict[str
 
         model = onnx.load(str(path))
         params = decoder_with_quantized_io(model, n_layers)
-        _save_atomically(model, rewritten)
-        _save_atomically(json.dumps(params, indent=1, sort_keys=True) + "\n", params_file)
+        save_atomically(model, rewritten)
+        save_atomically(json.dumps(params, indent=1, sort_keys=True) + "\n", params_file)
     return rewritten, json.loads(params_file.read_text())
 
 
@@ -148,5 +125,5 @@ def quantized_output_encoder_path(path: Path, params: dict[str, dict]) -> Path:
 
         model = onnx.load(str(path))
         encoder_with_quantized_outputs(model, params)
-        _save_atomically(model, rewritten)
+        save_atomically(model, rewritten)
     return rewritten

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from amanuensis import export
+from amanuensis.errors import UserError
+from amanuensis.export.cachefile import is_complete, writable_folder
 from amanuensis.models import WhisperCheckpoint
 from amanuensis.quantize.recipe import QuantRecipe, RangeTable
 
@@ -36,7 +38,7 @@ __all__ = [
 ]
 
 
-class QuantizationUnavailable(RuntimeError):
+class QuantizationUnavailable(UserError, RuntimeError):
     """No usable range table for this model: INT8 cannot be built without calibrating first."""
 
 
@@ -78,7 +80,7 @@ def load_table(checkpoint: WhisperCheckpoint, path: Path | None = None, target: 
     return table
 
 
-QDQ_BUILD = 10  # bump when build_qdq changes what it makes from the same table (cached builds are then redone)
+QDQ_BUILD = 11  # bump when build_qdq changes what it makes from the same table (cached builds are then redone)
 
 
 INT8_DIR_PREFIX = "int8-"  # INT8 builds live in <model cache>/int8-<table fingerprint>-b<QDQ_BUILD>/
@@ -110,8 +112,9 @@ def build_int8_graph(
 ) -> Path:
     """Path of one INT8 graph, built from the table's ranges if it is not there yet."""
     path = int8_graph_path(directory or int8_dir(checkpoint, table), graph, batch)
-    if path.exists():
+    if is_complete(path):
         return path
+    writable_folder(path.parent)
     source = export.encoder_path(checkpoint) if graph == "encoder" else export.decoder_step_path(checkpoint, batch)
     excluded = table.excluded_nodes.get(graph, [])
     if table.recipe.scheme == "dynamic":
@@ -138,7 +141,7 @@ def _wanted(batches: tuple[int, ...]) -> list[tuple[str, int]]:
 def missing_int8_graphs(checkpoint: WhisperCheckpoint, table: RangeTable, batches: tuple[int, ...]) -> int:
     """How many INT8 graphs still have to be built (0 once cached)."""
     directory = int8_dir(checkpoint, table)
-    return sum(not int8_graph_path(directory, graph, batch).exists() for graph, batch in _wanted(batches))
+    return sum(not is_complete(int8_graph_path(directory, graph, batch)) for graph, batch in _wanted(batches))
 
 
 def prepare_int8(

@@ -20,6 +20,7 @@ from onnxruntime.quantization.calibrate import CalibrationDataReader, create_cal
 from amanuensis import noise
 from amanuensis.audio import AUDIO_SUFFIXES, SAMPLE_RATE, load_audio
 from amanuensis.engine import WhisperModel
+from amanuensis.errors import UserError
 from amanuensis.export.io_names import cross_kv_names, self_kv_names
 from amanuensis.models import ModelDims
 from amanuensis.quantize.mse import min_mse_ranges
@@ -42,7 +43,7 @@ CALIBRATION_SNRS_DB = (0.0, 5.0, 10.0, 15.0, 20.0)
 CALIBRATION_SEED_SALT = "calibration"
 
 
-class CalibrationDataError(ValueError):
+class CalibrationDataError(UserError):
     """The calibration set is missing, empty, or overlaps the validation set."""
 
 

@@ -17,7 +17,6 @@ so an 8-bit scale of 1/255 is in effect a scale per row.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,8 +25,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from amanuensis.export.cachefile import publish
 from amanuensis.export.graph_index import GraphIndex
-from amanuensis.quantize.per_row import INTEGER_SUFFIX, RESIDUAL_LIMB, apply_techniques
+from amanuensis.quantize.per_row import INTEGER_SUFFIX, RESIDUAL_LIMB, apply_techniques, unit_rows
 from amanuensis.quantize.recipe import QuantRecipe
 
 INTEGER_OPS = ("MatMulInteger", "ConvInteger")  # what quantize_dynamic turns a compute node into
@@ -135,11 +135,39 @@ def build_dynamic(
                     extra_options={"MatMulConstBOnly": False},  # attention's activation × activation products
                 )
         quantized = onnx.load(str(staged))
+        fixed_scale_attention_weights(quantized)
         apply_techniques(quantized, techniques)
         store_exact_float16(quantized)
         onnx.save(quantized, str(staged))
         onnx.checker.check_model(str(staged))
-        os.replace(staged, output)
+        publish(staged, output)
+
+
+def fixed_scale_attention_weights(model: onnx.ModelProto) -> int:
+    """Quantize each tensor of unnormalized attention weights with the fixed scale 1/255, in place;
+    returns how many. ``DynamicQuantizeLinear`` would measure the tensor's range first, but it is
+    known: the weights are exp(s − max s), between 0 and exactly 1, so the measured scale is
+    always 1/255 with zero point 0. The numbers are the same; one pass over the tensor is saved."""
+    graph = model.graph
+    index = GraphIndex(graph)
+    replaced = {}
+    for node in graph.node:
+        if node.op_type != "DynamicQuantizeLinear" or not unit_rows(index, node.input[0]):
+            continue
+        values, scale, zero_point = node.output
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array(1 / 255, np.float32), scale),
+                numpy_helper.from_array(np.array(0, np.uint8), zero_point),
+            ]
+        )
+        replaced[node.name] = helper.make_node(
+            "QuantizeLinear", [node.input[0], scale, zero_point], [values], name=node.name
+        )
+    nodes = [replaced.get(n.name, n) for n in graph.node]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return len(replaced)
 
 
 FLOAT16_MIN_ELEMENTS = 4096  # smaller float constants are not worth a Cast node

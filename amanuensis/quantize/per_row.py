@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from amanuensis.errors import OptionsError
 from amanuensis.export.graph_index import GraphIndex
 
 INTEGER_SUFFIX = "_quant"  # an integer product is named after the node it replaces with this suffix
@@ -138,7 +139,7 @@ def _unit_row_limbs(b: _Builder, a: str, wide: bool) -> tuple[list[Limb], str]:
     return limbs, scale
 
 
-def _unit_rows(index: GraphIndex, a: str) -> bool:
+def unit_rows(index: GraphIndex, a: str) -> bool:
     """Whether ``a`` is exp(s − max s) over its last axis (dynamic.unnormalized_attention's output)."""
     exp = index.producer.get(a)
     shift = index.producer.get(exp.input[0]) if exp is not None and exp.op_type == "Exp" else None
@@ -149,7 +150,7 @@ def _unit_rows(index: GraphIndex, a: str) -> bool:
 def rewrite_matmul(model: onnx.ModelProto, node: onnx.NodeProto, technique: str, index: GraphIndex) -> list:
     """The integer replacement of one float MatMul (nodes in order); adds its constants to the graph."""
     if technique not in TECHNIQUES:
-        raise ValueError(f"unknown integer technique {technique!r}; choose from {', '.join(TECHNIQUES)}")
+        raise OptionsError(f"unknown integer technique {technique!r}; choose from {', '.join(TECHNIQUES)}")
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     b = _Builder(model.graph, node.name, opset)
     a, right = node.input[0], node.input[1]
@@ -159,7 +160,7 @@ def rewrite_matmul(model: onnx.ModelProto, node: onnx.NodeProto, technique: str,
     else:
         b_int, b_zero, b_scales = _activation_columns(b, right)
 
-    if _unit_rows(index, a):  # attention weights exp(s − max s): each row's peak is exactly 1
+    if unit_rows(index, a):  # attention weights exp(s − max s): each row's peak is exactly 1
         limbs, a_scales = _unit_row_limbs(b, a, technique == "a16")
     else:
         limbs, a_scales = _symmetric_limbs(b, a, technique == "a16")

@@ -109,6 +109,8 @@ class QuantizationResult:
     conditions: tuple[Condition, ...]
     calibration_seconds: float
     validation_feeds: dict[str, list[Feed]] = field(default_factory=dict)  # graph → inputs for error analysis
+    # graph → node → output SQNR (dB) with only that node quantized in each finer form the search tried
+    technique_sqnr: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     best_step: int = -1  # index into steps of the attempt the table is taken from
 
@@ -242,6 +244,7 @@ def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationRe
     steps: list[GateStep] = []
     float_nodes: list[tuple[str, str]] = []
     chosen: dict[tuple[str, str], str] = {}  # (graph, node) → finer integer form
+    measured: dict[str, dict[str, dict[str, float]]] = {graph: {} for graph in GRAPHS}  # technique SQNRs
     tables: list[RangeTable] = []
     with tempfile.TemporaryDirectory(prefix="amanuensis-gate-") as tmp:
         while True:
@@ -285,7 +288,7 @@ def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationRe
                     ),
                     key=lambda t: t[0],
                 )
-            moved = _next_moves(checkpoint, table, nodes, ranking_feeds, order, chosen, float_nodes, config)
+            moved = _next_moves(checkpoint, table, nodes, ranking_feeds, order, chosen, float_nodes, config, measured)
             if not moved:
                 break
     best = _best(steps)
@@ -297,7 +300,9 @@ def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationRe
             shutil.rmtree(int8_dir(checkpoint, tried), ignore_errors=True)
     seconds = sum(c["seconds"] for c in table.calibration)
     feeds = _validation_feeds(fp32, config.conditions[0].entries)
-    return QuantizationResult(table, fp32_reports, steps, ranked, nodes, config.conditions, seconds, feeds, best)
+    return QuantizationResult(
+        table, fp32_reports, steps, ranked, nodes, config.conditions, seconds, feeds, measured, best
+    )
 
 
 def _next_moves(
@@ -309,10 +314,12 @@ def _next_moves(
     chosen: dict[tuple[str, str], str],
     float_nodes: list[tuple[str, str]],
     config: QuantizeConfig,
+    measured: dict[str, dict[str, dict[str, float]]],
 ) -> int:
     """Move the worst nodes one rung up, in place: a finer integer form first (dynamic scheme:
     per-token scales or 16-bit activations, whichever measured better alone on calibration inputs),
-    float only once every node that has one was given it. Returns how many nodes moved."""
+    float only once every node that has one was given it. Each technique's SQNR goes into
+    ``measured``. Returns how many nodes moved."""
     op_types = {(g, n.name): n.op_type for g in GRAPHS for n in nodes[g]}
     if config.recipe.scheme == "dynamic":
         finer = [(g, n) for _, g, n in order if (g, n) not in chosen and op_types[(g, n)] == "MatMul"][
@@ -327,6 +334,7 @@ def _next_moves(
                 for technique in TECHNIQUES
             }
             chosen[(graph, name)] = choose_technique(sqnr)
+            measured[graph][name] = sqnr
         if finer:
             return len(finer)
     to_float = [(g, n) for _, g, n in order if (g, n) not in float_nodes][: config.group_size]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
+from amanuensis.export.cachefile import publish
 from amanuensis.export.graph_index import GraphIndex
 from amanuensis.quantize.recipe import QuantRecipe, Ranges
 from amanuensis.quantize.targets import get_target, prepare_float_model, source_node_name
@@ -102,7 +102,7 @@ def build_qdq(
             round_scales_to_powers_of_two(model, {f"{name}{QUANTIZED_SUFFIX}": v for name, v in floats.items()})
             onnx.save(model, str(staged))
         onnx.checker.check_model(str(staged))
-        os.replace(staged, output)
+        publish(staged, output)
 
 
 def _prepared_names(model_path: Path) -> dict[str, str]:

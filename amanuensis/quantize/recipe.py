@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from amanuensis.errors import OptionsError, UserError
 from amanuensis.quantize.targets import get_target
 
 if TYPE_CHECKING:
@@ -41,13 +42,13 @@ class QuantRecipe:
     def __post_init__(self) -> None:
         get_target(self.target)
         if self.scheme not in SCHEMES:
-            raise ValueError(f"unknown quantization scheme {self.scheme!r}; choose from {', '.join(SCHEMES)}")
+            raise OptionsError(f"unknown quantization scheme {self.scheme!r}; choose from {', '.join(SCHEMES)}")
         if self.scheme == "dynamic" and self.target != "cpu":
-            raise ValueError("run-time (dynamic) activation scales are for the CPU only; NPU targets need static QDQ")
+            raise OptionsError("run-time (dynamic) activation scales are for the CPU only; NPU targets need static QDQ")
         if self.method not in METHODS:
-            raise ValueError(f"unknown calibration method {self.method!r}; choose from {', '.join(METHODS)}")
+            raise OptionsError(f"unknown calibration method {self.method!r}; choose from {', '.join(METHODS)}")
         if self.activation_bits not in (8, 16):
-            raise ValueError("activation width must be 8 or 16 bits")
+            raise OptionsError("activation width must be 8 or 16 bits")
 
     @property
     def activation_type(self) -> QuantType:
@@ -124,7 +125,7 @@ class RangeTable:
     @classmethod
     def from_dict(cls, data: dict) -> RangeTable:
         if data.get("format") != TABLE_FORMAT:
-            raise ValueError(f"range table format {data.get('format')} is not {TABLE_FORMAT}")
+            raise UserError(f"range table format {data.get('format')} is not {TABLE_FORMAT}")
         return cls(
             model=data["model"],
             weights_digest=data["weights_digest"],

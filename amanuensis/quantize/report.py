@@ -124,6 +124,7 @@ def build_report(
             for g, ranking in result.sensitivity.items()
         },
         "graphs": graphs,
+        "technique_sqnr": result.technique_sqnr,
         "recipe_comparison": comparison,
     }
 
@@ -246,8 +247,21 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {i} | {len(s.get('techniques', {}))} | {len(s['float_nodes'])} | {shares} | {cells} |")
     finer = [(g, n, t) for g, f in report["graphs"].items() for n, t in f.get("techniques", {}).items()]
     if finer:
-        lines += ["", "Finer integer forms:", ""]
-        lines += [f"- {g}: `{n}`: {t}" for g, n, t in finer]
+        alone = {(s["node"]): s["sqnr_db"] for ranking in report["sensitivity"].values() for s in ranking}
+        measured = report.get("technique_sqnr", {})
+        lines += [
+            "",
+            "Finer integer forms, and each form's effect on its own (output SQNR in dB with only that node "
+            "quantized so, calibration inputs):",
+            "",
+            "| graph | node | chosen | per-tensor 8-bit | per_token | a16 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for g, n, t in finer:
+            tried = measured.get(g, {}).get(n, {})
+            cells = " | ".join(f"{tried[k]:.1f}" if k in tried else "" for k in ("per_token", "a16"))
+            base = f"{alone[n]:.1f}" if n in alone else ""
+            lines.append(f"| {g} | `{n}` | {t} | {base} | {cells} |")
     lines += ["", "Kept in float:", ""]
     for graph, facts in report["graphs"].items():
         for name in facts["float_nodes"]:

