@@ -59,6 +59,10 @@ _lock = threading.Lock()
 
 def register_plugins() -> None:
     """Register every installed plugin-EP package with onnxruntime, once per process."""
+    # libsndfile loaded after the QNN EP's libraries crashes on its first read (exit 139, every
+    # run of `transcribe --ep QNNExecutionProvider`); loaded before them it works, so load it first.
+    import soundfile  # noqa: F401
+
     with _lock:
         for plugin in PLUGINS:
             if plugin.ep_name in _registered or plugin.ep_name in _registration_errors:

@@ -6,11 +6,14 @@ both report where the graph's nodes really ran (``placement``), from the library
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sys
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -162,9 +165,34 @@ class OnnxRuntimeSession:
 
 def _open(path: Path, plan: SessionPlan, options: ort.SessionOptions) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(str(path), options)
+        with _native_stdout_to_stderr(plan.ep != CPU_EP):
+            return ort.InferenceSession(str(path), options)
     except Exception as error:  # onnxruntime raises its own Fail/EPFail types
         raise DeviceUnavailable(f"{plan.ep} could not take {path.name}: {first_line(error)}") from error
+
+
+_STDOUT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _native_stdout_to_stderr(active: bool) -> Iterator[None]:
+    """Send what native code prints to stdout while a session is created to stderr instead.
+
+    The QNN EP's libraries print a banner on the process's stdout, where it would land inside a
+    transcript or ``inspect --json``. Only the file descriptor is redirected, for the duration.
+    """
+    if not active:
+        yield
+        return
+    with _STDOUT_LOCK:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        try:
+            os.dup2(2, 1)
+            yield
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def context_cache_path(path: Path, plan: SessionPlan) -> Path:

@@ -104,3 +104,27 @@ def test_compiled_encoder_is_cached_and_gives_the_same_outputs(tiny, qnn_table, 
     assert session.compiled_from_cache and timings[1] < timings[0]
     for first, second in zip(*outputs, strict=True):
         np.testing.assert_array_equal(first, second)
+
+
+def test_cli_on_the_qnn_ep_transcribes_and_keeps_stdout_clean() -> None:
+    """Issue 28 row 1: the audio is read after the QNN libraries are loaded (it crashed), and the
+    QNN banner does not reach stdout (it broke ``inspect --json`` and transcripts)."""
+    import json
+    import subprocess
+    import sys
+
+    from amanuensis.evaluation import word_error_rate
+
+    from .conftest import SAMPLE, SAMPLE_REFERENCE
+
+    cli = [sys.executable, "-m", "amanuensis.cli"]
+    run = subprocess.run(
+        [*cli, "transcribe", "--ep", QNN_EP, str(SAMPLE)], capture_output=True, text=True, timeout=1200
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("If the reader") and word_error_rate([SAMPLE_REFERENCE], [run.stdout]) < 0.05
+    inspected = subprocess.run(
+        [*cli, "inspect", "--ep", QNN_EP, "--json"], capture_output=True, text=True, timeout=1200
+    )
+    assert inspected.returncode == 0, inspected.stderr[-2000:]
+    json.loads(inspected.stdout)
