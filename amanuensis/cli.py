@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -445,14 +447,23 @@ def _run_transcribe(args: argparse.Namespace) -> int:
         bar, update = _progress_bar(audio.duration, args.progress)
         started = time.perf_counter()
         segments, info = model.transcribe(audio.samples, options, update)
-        collected = []
-        for segment in segments:
-            collected.append(segment)
-            if args.verbose:
-                from amanuensis.writers import format_timestamp
+        collected: list = []
+        try:
+            for segment in segments:
+                collected.append(segment)
+                if args.verbose:
+                    from amanuensis.writers import format_timestamp
 
-                line = f"[{format_timestamp(segment.start)} --> {format_timestamp(segment.end)}] {segment.text.strip()}"
-                (bar.write if bar else print)(line)
+                    stamps = f"[{format_timestamp(segment.start)} --> {format_timestamp(segment.end)}]"
+                    (bar.write if bar else print)(f"{stamps} {segment.text.strip()}")
+                    sys.stdout.flush()  # each segment as it is decoded, also into a pipe
+        except KeyboardInterrupt:
+            if bar:
+                bar.close()
+            _keep_interrupted(
+                path, Transcript("".join(s.text for s in collected), info.language, info.duration, collected), paths
+            )
+            raise
         if bar:
             bar.close()
         transcript = Transcript("".join(s.text for s in collected), info.language, info.duration, collected)
@@ -473,6 +484,31 @@ def _run_transcribe(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return 1 if failures else 0
+
+
+def _keep_interrupted(path: Path, transcript: Transcript, paths: dict[str, Path]) -> None:
+    """What was transcribed before an interrupt, kept and labelled incomplete (never under the
+    names a finished run writes), or a plain statement that nothing was."""
+    if not transcript.segments:
+        print(f"amanuensis: interrupted: nothing of {path} was transcribed; no file written", file=sys.stderr)
+        return
+    reached = transcript.segments[-1].end
+    if not paths:
+        print(transcript.text.strip())
+        print(f"amanuensis: interrupted: the text above is {path} up to {reached:.1f} s only", file=sys.stderr)
+        return
+    partial = {fmt: out.with_name(f"{out.stem}.partial{out.suffix}") for fmt, out in paths.items()}
+    write_outputs(transcript, partial)
+    where = next(iter(partial.values())).with_suffix(".*")
+    print(f"amanuensis: interrupted: {path} up to {reached:.1f} s written to {where} (incomplete)", file=sys.stderr)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (what was done is kept) but with its own exit status."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated()
 
 
 def _run_stream(args: argparse.Namespace) -> int:
@@ -671,6 +707,17 @@ def _run_inspect(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
+    try:
+        return _run(args)
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, with errors turned into one line and an exit status."""
     try:
         if args.command == "transcribe":
             return _run_transcribe(args)
@@ -693,9 +740,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"amanuensis: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("amanuensis: interrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, _Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from amanuensis.cli import main
 from amanuensis.writers import OutputError, Transcript, write_outputs
@@ -76,3 +81,22 @@ def test_outputs_are_replaced_whole(tmp_path) -> None:
     assert target.read_text().strip() == "" and link.read_text() == "old"  # a new file; the link keeps its data
     with pytest.raises(OutputError, match="cannot write"):
         write_outputs(Transcript("x", "en", 1.0, []), {"txt": target / "inside-a-file.txt"})
+
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_file_keeps_what_was_done(tmp_path, sig, status) -> None:
+    """Stopped after its first segment, a long file's text so far is written under .partial
+    names (never the names a finished run writes), and the exit status says how it stopped."""
+    long_audio = tmp_path / "long.wav"
+    samples, rate = sf.read(SAMPLE, dtype="float32")
+    sf.write(long_audio, np.concatenate([samples] * 8), rate)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "amanuensis.cli", "transcribe", str(long_audio), "-f", "txt", "-o", str(out)]
+    run = subprocess.Popen([*command, "--verbose", *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = run.stdout.readline()  # the first decoded segment
+    run.send_signal(sig)
+    _, err = run.communicate(timeout=300)
+    assert first.startswith("[00:00.000 -->"), (first, err)
+    assert run.returncode == status, err
+    assert "(incomplete)" in err and not (out / "long.txt").exists()
+    assert (out / "long.partial.txt").read_text().strip().startswith("If the reader will excuse me")
