@@ -274,6 +274,70 @@ def log_mel_spectrogram(samples: np.ndarray, n_mels: int = 80, padding: int = 0)
     return ((log_spec + 4.0) / 4.0).astype(np.float32)
 
 
+class LogMelWindows:
+    """Whisper's log-mel of a long signal, computed a window at a time with the file-wide floor.
+
+    ``log_mel_spectrogram`` holds the whole file's float64 power spectrogram (about 1 GB per
+    30 min of audio). Here one pass over the file, block by block, finds the loudest log-mel value
+    (the floor is 8 below it, as Whisper takes it over the whole signal); each window's features
+    are then computed when asked for, from the samples around it. Memory stays at a few blocks
+    besides the samples themselves, and each window equals the same columns of
+    ``log_mel_spectrogram(samples, n_mels, padding)``.
+    """
+
+    def __init__(self, samples: np.ndarray, n_mels: int = 80, padding: int = 0) -> None:
+        self.samples, self.n_mels, self.padding = samples, n_mels, padding
+        self.length = len(samples) + padding  # the signal with its appended zeros
+        if self.length <= N_FFT // 2:
+            raise AudioError("audio is too short to analyse")
+        self.frames = self.length // HOP_LENGTH  # Whisper drops the STFT's last frame
+        self._filters = mel_filters(n_mels).astype(np.float64)
+        self._computed = _frames_with_power(samples, self.length)
+        peak = -np.inf if self._computed == self.frames else np.log10(LOG_CLAMP)  # silent frames
+        for start in range(0, self._computed, _STFT_BLOCK_FRAMES):
+            peak = max(peak, float(self._log_mel(start, min(start + _STFT_BLOCK_FRAMES, self.frames)).max()))
+        self.floor = peak - DYNAMIC_RANGE
+
+    def window(self, start: int, count: int) -> np.ndarray:
+        """Features of frames ``start`` … ``start + count`` (fewer at the end), (n_mels, frames)."""
+        stop = min(start + count, self.frames)
+        log_spec = np.maximum(self._log_mel(start, stop), self.floor)
+        return ((log_spec + 4.0) / 4.0).astype(np.float32)
+
+    def _log_mel(self, start: int, stop: int) -> np.ndarray:
+        power = np.zeros((N_FFT // 2 + 1, max(stop - start, 0)), np.float64)
+        computed_stop = min(stop, self._computed)
+        if computed_stop > start:
+            segment = self._reflected(start * HOP_LENGTH, (computed_stop - 1) * HOP_LENGTH + N_FFT)
+            frames = np.lib.stride_tricks.sliding_window_view(segment, N_FFT)[::HOP_LENGTH]
+            spectrum = np.fft.rfft(frames * hann_window(), axis=-1)
+            power[:, : computed_stop - start] = (spectrum.real**2 + spectrum.imag**2).T
+        return np.log10(np.maximum(_filterbank_product(self._filters, power), LOG_CLAMP))
+
+    def _reflected(self, begin: int, end: int) -> np.ndarray:
+        """Positions ``begin`` … ``end`` of the signal reflect-padded by N_FFT // 2 on both sides,
+        as float64 (np.pad's "reflect": the edge sample is not repeated)."""
+        index = np.arange(begin, end) - N_FFT // 2
+        index = np.abs(index)  # left edge
+        index = np.where(index >= self.length, 2 * (self.length - 1) - index, index)  # right edge
+        inside = index < len(self.samples)  # the rest is the appended zeros
+        values = np.zeros(len(index), np.float64)
+        values[inside] = self.samples[index[inside]]
+        return values
+
+
+def _frames_with_power(samples: np.ndarray, length: int) -> int:
+    """How many leading frames can have non-zero power: the rest see only trailing zeros (and,
+    past the reflected edge, zeros again), so their FFTs are skipped. As ``_power_spectrogram``."""
+    frames = length // HOP_LENGTH
+    half = N_FFT // 2
+    nonzero = np.flatnonzero(samples)
+    end = int(nonzero[-1]) + 1 if len(nonzero) else 0
+    if end <= length - (half + 1):
+        return min(frames, -(-(end + half) // HOP_LENGTH))
+    return frames
+
+
 _BLAS_LIMIT = threading.Lock()  # the BLAS thread count is process-wide: one limiter at a time
 
 

@@ -20,7 +20,7 @@ from amanuensis.audio import (
     N_SAMPLES,
     N_SAMPLES_PER_TOKEN,
     SAMPLE_RATE,
-    log_mel_spectrogram,
+    LogMelWindows,
     pad_or_trim,
     peak_frame_dbfs,
 )
@@ -209,12 +209,12 @@ def transcribe(
     if options.window_padding not in WINDOW_PADDINGS:
         raise OptionsError(f"window_padding must be one of {', '.join(WINDOW_PADDINGS)}")
     pad_samples = N_SAMPLES if options.window_padding == "silence" else HOP_LENGTH
-    mel = log_mel_spectrogram(samples, dims.n_mels, padding=pad_samples)
+    mel = LogMelWindows(samples, dims.n_mels, padding=pad_samples)  # one window at a time: bounded memory
     content_frames = len(samples) // HOP_LENGTH
 
     def window(seek: int) -> np.ndarray:
         frames = N_FRAMES if options.window_padding == "silence" else min(N_FRAMES, content_frames - seek)
-        return pad_or_trim(mel[:, seek : seek + frames])
+        return pad_or_trim(mel.window(seek, frames))
 
     info = TranscriptionInfo("en", 1.0, len(samples) / SAMPLE_RATE)
     first_cross = None

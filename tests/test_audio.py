@@ -193,3 +193,18 @@ def _bad_inputs(tmp_path: Path) -> dict[str, Path]:
 def test_bad_input_raises_audio_error(tmp_path: Path, kind: str, message: str) -> None:
     with pytest.raises(AudioError, match=message):
         load_audio(_bad_inputs(tmp_path)[kind])
+
+
+@pytest.mark.parametrize("padding", [0, 150, 201, N_SAMPLES])
+def test_window_by_window_log_mel_is_the_whole_file_one(padding: int) -> None:
+    """Transcription computes the log-mel a window at a time (bounded memory on long files): every
+    window equals the same columns of the whole-file computation, floor included."""
+    from amanuensis.audio import LogMelWindows
+
+    speech = load_audio(VALIDATION_CLIP).samples
+    long = np.concatenate([speech, np.zeros(5000, np.float32), speech * 0.1, speech])  # > one window
+    whole = log_mel_spectrogram(long, 80, padding)
+    windows = LogMelWindows(long, 80, padding)
+    assert windows.frames == whole.shape[1]
+    for start in (0, 1234, 3000, windows.frames - 10):
+        np.testing.assert_array_equal(windows.window(start, 3000), whole[:, start : start + 3000])
