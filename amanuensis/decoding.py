@@ -51,6 +51,25 @@ class DecodingResult:
     language_probs: dict[str, float] = field(default_factory=dict)  # when detected
 
 
+PHRASE_WORDS = 8  # longest phrase looked for by longest_run
+
+
+def longest_run(text: str) -> int:
+    """How many times in a row the most repeated phrase (1 to PHRASE_WORDS words, case and
+    punctuation ignored) occurs: a decoding loop ("with the picture, with the picture, …") that is
+    too short or varied for the compression ratio to catch."""
+    words = ["".join(c for c in w.lower() if c.isalnum()) for w in text.split()]
+    words = [w for w in words if w]
+    best = 1 if words else 0
+    for size in range(1, PHRASE_WORDS + 1):
+        for start in range(size):
+            run = 1
+            for i in range(start + size, len(words) - size + 1, size):
+                run = run + 1 if words[i : i + size] == words[i - size : i] else 1
+                best = max(best, run)
+    return best
+
+
 def compression_ratio(text: str) -> float:
     data = text.encode("utf-8")
     return len(data) / len(zlib.compress(data)) if data else 0.0

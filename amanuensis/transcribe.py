@@ -24,7 +24,7 @@ from amanuensis.audio import (
     pad_or_trim,
     peak_frame_dbfs,
 )
-from amanuensis.decoding import DecodingOptions, DecodingResult, decode_window, detect_language
+from amanuensis.decoding import DecodingOptions, DecodingResult, decode_window, detect_language, longest_run
 from amanuensis.errors import OptionsError
 from amanuensis.runtime import ModelRuntime
 from amanuensis.tokenizer import TIMESTAMP_PRECISION_S, Tokenizer
@@ -44,6 +44,9 @@ class TranscribeOptions:
     length_penalty: float | None = None  # see DecodingOptions
     temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES  # fallback ladder
     compression_ratio_threshold: float | None = 2.4  # above: output is repetitive, retry hotter
+    # A phrase of up to 8 words said this many times in a row is a loop too: retry hotter. The
+    # compression ratio misses short loops ("with the picture," ×12 measured 2.36). None = off.
+    repetition_threshold: int | None = 5
     logprob_threshold: float | None = -1.0  # below: output is unsure, retry hotter
     no_speech_threshold: float | None = 0.6  # above (and unsure): the window is silence
     condition_on_previous_text: bool = True  # prompt each window with the text so far
@@ -69,6 +72,8 @@ class TranscribeOptions:
             raise OptionsError("beam_size and best_of must be at least 1")
         if self.patience is not None and self.patience <= 0:
             raise OptionsError("patience must be positive")
+        if self.repetition_threshold is not None and self.repetition_threshold < 2:
+            raise OptionsError("repetition_threshold must be at least 2 (or None)")
         if any(t < -1 for t in self.suppress_tokens):
             raise OptionsError(
                 f"suppress_tokens are token ids (or -1 for the non-speech set), got {self.suppress_tokens}"
@@ -110,6 +115,8 @@ def fails_checks(result: DecodingResult | Segment, options: TranscribeOptions) -
     """Whisper's fallback rule: a repetition loop or an unsure decode is retried hotter."""
     ratio_limit = options.compression_ratio_threshold
     too_repetitive = ratio_limit is not None and result.compression_ratio > ratio_limit
+    runs = options.repetition_threshold
+    too_repetitive = too_repetitive or (runs is not None and longest_run(result.text) >= runs)
     too_unsure = options.logprob_threshold is not None and result.avg_logprob < options.logprob_threshold
     return too_repetitive or too_unsure
 
