@@ -217,8 +217,12 @@ def a16_mac_share(table: RangeTable, nodes: dict[str, list[ComputeNode]], intege
     return sum(n.macs for graph in GRAPHS for n in nodes[graph] if (graph, n.name) in wide) / total
 
 
-def _evaluate_all(model: WhisperModel, conditions: tuple[Condition, ...]) -> dict[str, EvaluationReport]:
-    return {c.name: evaluate(model, list(c.entries), GATE_DECODING) for c in conditions}
+def _evaluate_all(model: WhisperModel, conditions: tuple[Condition, ...], label: str) -> dict[str, EvaluationReport]:
+    reports = {}
+    with tqdm(total=sum(len(c.entries) for c in conditions), desc=f"gate: {label}", unit="clip") as bar:
+        for c in conditions:
+            reports[c.name] = evaluate(model, list(c.entries), GATE_DECODING, lambda _: bar.update())
+    return reports
 
 
 def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationResult:
@@ -239,7 +243,7 @@ def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationRe
     ranked: dict[str, list[NodeSensitivity]] = {graph: [] for graph in GRAPHS}  # ranked once a step fails
     order: list[tuple[float, str, str]] = []
     log(f"FP32 WER on {', '.join(c.name for c in config.conditions)} (greedy)")
-    fp32_reports = _evaluate_all(fp32, config.conditions)
+    fp32_reports = _evaluate_all(fp32, config.conditions, "FP32")
 
     steps: list[GateStep] = []
     float_nodes: list[tuple[str, str]] = []
@@ -257,7 +261,7 @@ def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationRe
             int8 = WhisperModel(
                 checkpoint, RuntimeOptions(precision="int8", threads=config.threads, range_table=table_path)
             )
-            int8_reports = _evaluate_all(int8, config.conditions)
+            int8_reports = _evaluate_all(int8, config.conditions, f"INT8 step {len(steps)}")
             results = tuple(compare(c, fp32_reports[c.name], int8_reports[c.name]) for c in config.conditions)
             share = mac_share(checkpoint, table, nodes)
             step = GateStep(
