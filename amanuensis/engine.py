@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,9 +14,6 @@ from amanuensis.runtime import ModelRuntime, RuntimeOptions
 from amanuensis.tokenizer import Tokenizer
 from amanuensis.transcribe import ProgressCallback, Segment, TranscribeOptions, TranscriptionInfo, transcribe
 from amanuensis.writers import Transcript
-
-if TYPE_CHECKING:
-    from amanuensis.streaming import AudioFormat, StreamOptions, TranscriptionStream
 
 
 class WhisperModel:
@@ -44,19 +40,6 @@ class WhisperModel:
         if replaced:
             warnings.warn(f"{replaced} NaN or infinite samples were set to silence", RuntimeWarning, stacklevel=2)
         return transcribe(self.runtime, self.tokenizer, samples, options, progress)
-
-    def stream(
-        self, options: StreamOptions | None = None, audio_format: AudioFormat | None = None, **fields: Any
-    ) -> TranscriptionStream:
-        """A live TranscriptionStream on this model's sessions: ``model.stream(language="en")``.
-
-        ``options`` is a StreamOptions; keyword fields override it. See amanuensis.streaming.
-        """
-        from dataclasses import replace
-
-        from amanuensis.streaming import StreamOptions, TranscriptionStream
-
-        return TranscriptionStream(self, replace(options or StreamOptions(), **fields), audio_format)
 
     def transcribe_all(
         self,

@@ -18,16 +18,13 @@ import numpy as np
 from amanuensis import devices, export
 from amanuensis.devices import CPU_EP, SessionPlan
 from amanuensis.errors import OptionsError
+from amanuensis.export import ENCODER_QUERY_CHUNKS
 from amanuensis.export.io_names import MASKED_SCORE, cross_kv_names, new_kv_names, run_time_names, self_kv_names
 from amanuensis.models import ModelDims, WhisperCheckpoint
 from amanuensis.precision import choose_precision
 from amanuensis.sessions import GraphSession, SessionSettings, nodes_per_ep, open_session
 
 DEFAULT_THREADS = 0  # 0 lets onnxruntime use one thread per physical core
-# The encoder's self-attention runs in this many slices of its 1500 queries on onnxruntime's CPU EP:
-# bit-identical outputs, and a tiny.en INT8 encoder run needs 73 MB of activations instead of 166.
-# Accelerators get the graph as exported (their compilers plan memory themselves).
-ENCODER_QUERY_CHUNKS = 5
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ def channel_maxima(model: onnx.ModelProto, outputs: set[str], feeds: list[dict])
 
 def main() -> int:
     parser = model_parser(__doc__)
+    parser.add_argument("--graphs", nargs="+", choices=["encoder", "decoder"], default=["encoder", "decoder"])
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     checkpoint = WhisperCheckpoint.load(args.model)
@@ -61,7 +62,7 @@ def main() -> int:
     feeds = sensitivity_feeds(record_inputs(fp32, clips, ROOT))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for graph in ("encoder", "decoder"):
+        for graph in args.graphs:
             path = float_graph(checkpoint, graph)
             model = onnx.load(str(path))
             targets = smoothable(model)

@@ -119,11 +119,10 @@ def build_int8_graph(
     excluded = table.excluded_nodes.get(graph, [])
     if table.recipe.scheme == "dynamic":
         from amanuensis.quantize.dynamic import build_dynamic
-        from amanuensis.runtime import ENCODER_QUERY_CHUNKS
 
         # Only the CPU EP runs this flavour, so the encoder is query-chunked here, before the
         # attention rewrite removes the Softmax the runtime's own chunking looks for.
-        chunks = ENCODER_QUERY_CHUNKS if graph == "encoder" else 1
+        chunks = export.ENCODER_QUERY_CHUNKS if graph == "encoder" else 1
         techniques = table.node_techniques.get(graph, {})
         build_dynamic(source, path, table.recipe, excluded, query_chunks=chunks, techniques=techniques)
     else:

@@ -19,7 +19,7 @@ import asyncio
 import math
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -156,9 +156,15 @@ class TranscriptionStream:
     """One live stream; several may share a model (its sessions are thread-safe)."""
 
     def __init__(
-        self, model: WhisperModel, options: StreamOptions | None = None, audio_format: AudioFormat | None = None
+        self,
+        model: WhisperModel,
+        options: StreamOptions | None = None,
+        audio_format: AudioFormat | None = None,
+        **fields: Any,
     ) -> None:
-        self.options = options or StreamOptions()
+        """``TranscriptionStream(model, language="en")``: ``fields`` override ``options``'
+        StreamOptions fields."""
+        self.options = replace(options or StreamOptions(), **fields)
         self._runtime = model.runtime
         self._tokenizer = model.tokenizer
         check_language(model.tokenizer, self.options.language, self.options.task)  # now, not at the first update

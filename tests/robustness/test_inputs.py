@@ -13,7 +13,7 @@ from amanuensis.audio import AudioError, load_audio
 from amanuensis.cli import main
 from amanuensis.errors import OptionsError, UserError
 from amanuensis.evaluation import word_error_rate
-from amanuensis.streaming import AudioFormat, confirmed_text
+from amanuensis.streaming import AudioFormat, TranscriptionStream, confirmed_text
 from amanuensis.transcribe import TranscribeOptions
 
 from ..conftest import SAMPLE, SAMPLE_REFERENCE
@@ -56,7 +56,7 @@ def test_nan_samples_through_the_api_warn_and_transcribe(tiny, speech) -> None:
 
 
 def test_nan_samples_inside_a_stream_cost_only_themselves(tiny, speech) -> None:
-    stream = tiny.stream(language="en")
+    stream = TranscriptionStream(tiny, language="en")
     glitched = _with_glitches(speech, 10, 0)
     events = []
     with pytest.warns(RuntimeWarning, match="set to silence"):
@@ -102,11 +102,11 @@ def test_unusable_input_is_a_clear_error(tiny, audio, message) -> None:
 
 
 def test_int16_bytes_in_a_float_stream_are_refused(tiny, speech) -> None:
-    stream = tiny.stream(language="en")
+    stream = TranscriptionStream(tiny, language="en")
     pcm = (speech[:16000] * 32767).astype(np.int16).tobytes()
     with pytest.raises(AudioError, match="declare its format"):
         stream.feed(pcm)
-    declared = tiny.stream(audio_format=AudioFormat(encoding="int16"), language="en")
+    declared = TranscriptionStream(tiny, audio_format=AudioFormat(encoding="int16"), language="en")
     events = declared.feed((speech * 32767).astype(np.int16).tobytes()) + declared.finish()
     assert _wer(confirmed_text(events)) <= MAX_WER
 

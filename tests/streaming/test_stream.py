@@ -62,7 +62,7 @@ def test_chunking_does_not_change_the_text_and_every_sample_is_accounted_for(
 ) -> None:
     results = []
     for seed in (1, 2):
-        stream = tiny_int8.stream(language="en")
+        stream = TranscriptionStream(tiny_int8, language="en")
         events = feed_all(stream, random_chunks(speech, seed))
         stats = stream.stats
         assert stats.input_frames == stats.fed_samples == len(speech)
@@ -268,7 +268,7 @@ def test_misuse_is_refused_clearly(tiny_int8: WhisperModel, speech: np.ndarray) 
     with pytest.raises(RuntimeError, match="finished"):
         stream.feed(speech[:RATE])
     with pytest.raises(ValueError, match="English-only"):
-        tiny_int8.stream(language="de")
+        TranscriptionStream(tiny_int8, language="de")
     with pytest.raises(ValueError, match="max_buffer_s"):
         StreamOptions(trim_after_s=20, max_buffer_s=29.8)
 
