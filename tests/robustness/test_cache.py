@@ -44,3 +44,12 @@ def test_two_first_runs_at_once_on_an_empty_cache(tmp_path) -> None:
         out, err = run.communicate(timeout=900)
         _ok(subprocess.CompletedProcess(run.args, run.returncode, out, err))
     assert not list(tmp_path.rglob("*.partial")), "a temporary file was left behind"
+
+
+def test_a_cache_that_cannot_be_written_is_one_line(tmp_path) -> None:
+    """Root ignores permissions, so an unwritable cache is made by putting it under a file."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    result = _transcribe(blocker / "cache")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "set AMANUENSIS_CACHE to a writable folder" in result.stderr.strip().splitlines()[-1]
