@@ -25,15 +25,13 @@ QUANTIZED_IO_VERSION = 2  # bump when quantized_io's rewrites change, so cached 
 
 
 def cache_root() -> Path:
-    """Where built graphs live: $AMANUENSIS_CACHE, else models/cache in a source checkout,
-    else ~/.cache/amanuensis."""
+    """Where built graphs live: ``$AMANUENSIS_CACHE``, else the user's cache folder
+    (``$XDG_CACHE_HOME/amanuensis``, by default ``~/.cache/amanuensis``). Never inside the
+    installed package or a checkout, which may be shared or read-only."""
     env = os.environ.get("AMANUENSIS_CACHE")
     if env:
         return Path(env)
-    checkout_models = Path(__file__).resolve().parents[2] / "models"
-    if checkout_models.is_dir() and os.access(checkout_models, os.W_OK):
-        return checkout_models / "cache"
-    return Path.home() / ".cache" / "amanuensis"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "amanuensis"
 
 
 def model_cache_dir(checkpoint: WhisperCheckpoint) -> Path:
