@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amanuensis.evaluation import EvaluationReport, ManifestEntry, read_manifest, utterance_errors
-from amanuensis.noise import draw_mix, stable_seed
+from amanuensis.noise import draw_mix, noise_files, stable_seed
 
 # The noisy validation copy: gate-only noise recordings (tests/data/noise, none of them used in
 # calibration), one drawn per clip with its SNR from these, seeded by the clip's name.
@@ -55,9 +55,9 @@ def noisy(
         for e in read_manifest(manifest)
     )
     snrs = "/".join(f"{s:g}" for s in snrs_db)
-    return Condition(
-        "noisy", entries, NOISY_MAX_DELTA, f"the {len(entries)} clean clips + {noise_dir.name} noise at {snrs} dB SNR"
-    )
+    recordings = len(noise_files(noise_dir))
+    description = f"the {len(entries)} clean clips, each + one of {recordings} gate noise recordings at {snrs} dB SNR"
+    return Condition("noisy", entries, NOISY_MAX_DELTA, description)
 
 
 def _seed(entry: ManifestEntry) -> int:
