@@ -10,6 +10,7 @@ import pytest
 from amanuensis import devices
 from amanuensis.devices import CPU_EP, DeviceUnavailable, plan
 from amanuensis.engine import WhisperModel
+from amanuensis.errors import OptionsError
 from amanuensis.evaluation import word_error_rate
 from amanuensis.placement import graph_placement
 from amanuensis.runtime import Decoder, Encoder, RuntimeOptions
@@ -40,10 +41,14 @@ def test_auto_does_not_pick_an_emulator() -> None:
     assert plan("onnxruntime", "auto").ep == CPU_EP
 
 
-def test_unknown_ep_is_refused_or_replaced() -> None:
-    assert plan("onnxruntime", "auto", ep="NoSuchExecutionProvider").ep == CPU_EP
-    with pytest.raises(DeviceUnavailable, match="NoSuchExecutionProvider is not available"):
-        plan("onnxruntime", "auto", ep="NoSuchExecutionProvider", allow_fallback=False)
+def test_missing_ep_is_replaced_and_unknown_one_refused() -> None:
+    """An EP onnxruntime knows but this machine lacks falls back to the CPU (or fails under
+    --no-fallback); a name no onnxruntime has is a typo, refused as an option error."""
+    assert plan("onnxruntime", "auto", ep="CUDAExecutionProvider").ep == CPU_EP
+    with pytest.raises(DeviceUnavailable, match="CUDAExecutionProvider is not available"):
+        plan("onnxruntime", "auto", ep="CUDAExecutionProvider", allow_fallback=False)
+    with pytest.raises(OptionsError, match="unknown execution provider"):
+        plan("onnxruntime", "auto", ep="NoSuchExecutionProvider")
 
 
 def test_placement_is_read_from_the_session(tiny) -> None:
