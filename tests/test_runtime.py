@@ -85,7 +85,7 @@ def test_loaded_graphs_names_every_session_that_exists(tiny: WhisperModel) -> No
     runtime = tiny.runtime
     runtime.decoder(1)
     before = runtime.loaded_graphs()
-    assert before[:2] == [runtime.encoder.path, runtime.decoder(1).path]
+    assert before[0] == runtime.encoder.path and runtime.decoder(1).path in before
     prefill = runtime.prefill()
     assert prefill is not None
     after = runtime.loaded_graphs()
