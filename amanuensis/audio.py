@@ -7,11 +7,13 @@ filters, ``log10`` clamped at 1e-10, a floor 8 below the maximum, then ``(x + 4)
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -59,11 +61,13 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int = SAMPLE_RA
     return soxr.resample(samples, source_rate, target_rate, quality="HQ").astype(np.float32)
 
 
-def _read_with_soundfile(path: Path) -> tuple[np.ndarray, int] | None:
+def _read_with_soundfile(source: Path | BinaryIO) -> tuple[np.ndarray, int] | None:
+    """(frames × channels float32, rate) from a file path or an open binary file; None if
+    libsndfile cannot read it."""
     import soundfile as sf
 
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, rate = sf.read(str(source) if isinstance(source, Path) else source, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError):
         return None
     return data, rate
@@ -113,9 +117,13 @@ def load_audio(path: str | os.PathLike[str]) -> DecodedAudio:
     decoded = _read_with_soundfile(path) or _read_with_librosa(path)
     if decoded is None:
         raise AudioError(f"{path}: not a readable audio file (corrupt, truncated or unsupported)")
-    data, rate = decoded
+    return _mono_16k(*decoded, where=str(path))
+
+
+def _mono_16k(data: np.ndarray, rate: int, where: str) -> DecodedAudio:
+    """Decoded frames × channels as mono 16 kHz samples, NaN/inf silenced."""
     if data.shape[0] == 0:
-        raise AudioError(f"{path}: contains no audio samples")
+        raise AudioError(f"{where}: contains no audio samples")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     mono, replaced = replace_non_finite(mono)
     return DecodedAudio(resample(mono, rate), rate, data.shape[1], replaced)
@@ -176,21 +184,14 @@ def _array_samples(array: np.ndarray) -> tuple[np.ndarray, int]:
 
 def _decode_bytes(data: bytes) -> tuple[np.ndarray, int]:
     """The bytes of an audio file (wav, flac, ogg, mp3), decoded in memory."""
-    import io
-
-    import soundfile as sf
-
-    try:
-        decoded, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError):
+    decoded = _read_with_soundfile(io.BytesIO(data))
+    if decoded is None:
         raise AudioError(
             "these bytes are not an audio file soundfile can read; for raw PCM, pass an array "
             "(e.g. np.frombuffer(data, np.int16)) at 16 kHz"
-        ) from None
-    if decoded.shape[0] == 0:
-        raise AudioError("the audio contains no samples")
-    mono, replaced = replace_non_finite(decoded.mean(axis=1))
-    return resample(mono, rate), replaced
+        )
+    audio = _mono_16k(*decoded, where="the audio bytes")
+    return audio.samples, audio.replaced_samples
 
 
 def hann_window(length: int = N_FFT) -> np.ndarray:
@@ -234,6 +235,12 @@ def mel_filters(n_mels: int, sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT)
     return weights.astype(np.float32)
 
 
+def _frame_power(frames: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """|rfft|² of windowed frames (frames × N_FFT), as (n_fft//2+1, frames)."""
+    spectrum = np.fft.rfft(frames * window, axis=-1)
+    return (spectrum.real**2 + spectrum.imag**2).T
+
+
 def _power_spectrogram(samples: np.ndarray) -> np.ndarray:
     """|STFT|² of centred frames, dropping the last frame like Whisper; (n_fft//2+1, frames)."""
     padded = np.pad(samples.astype(np.float64), N_FFT // 2, mode="reflect")
@@ -244,16 +251,10 @@ def _power_spectrogram(samples: np.ndarray) -> np.ndarray:
     power = np.zeros((N_FFT // 2 + 1, n_keep), dtype=np.float64)
     # Frames that see only trailing zeros (the window of silence transcription appends) have zero
     # power: skip their FFTs. Exact, and most of the work for a clip shorter than 30 s.
-    half = N_FFT // 2
-    nonzero = np.flatnonzero(samples)
-    end = int(nonzero[-1]) + 1 if len(nonzero) else 0
-    n_compute = n_keep
-    if end <= len(samples) - (half + 1):  # the reflected tail is zeros too
-        n_compute = min(n_keep, -(-(end + half) // HOP_LENGTH))  # first frame starting at or past end + half
+    n_compute = _frames_with_power(samples, len(samples))
     for start in range(0, n_compute, _STFT_BLOCK_FRAMES):
         stop = min(start + _STFT_BLOCK_FRAMES, n_compute)
-        spectrum = np.fft.rfft(frames_view[start:stop] * window, axis=-1)
-        power[:, start:stop] = (spectrum.real**2 + spectrum.imag**2).T
+        power[:, start:stop] = _frame_power(frames_view[start:stop], window)
     return power
 
 
@@ -310,8 +311,7 @@ class LogMelWindows:
         if computed_stop > start:
             segment = self._reflected(start * HOP_LENGTH, (computed_stop - 1) * HOP_LENGTH + N_FFT)
             frames = np.lib.stride_tricks.sliding_window_view(segment, N_FFT)[::HOP_LENGTH]
-            spectrum = np.fft.rfft(frames * hann_window(), axis=-1)
-            power[:, : computed_stop - start] = (spectrum.real**2 + spectrum.imag**2).T
+            power[:, : computed_stop - start] = _frame_power(frames, hann_window())
         return np.log10(np.maximum(_filterbank_product(self._filters, power), LOG_CLAMP))
 
     def _reflected(self, begin: int, end: int) -> np.ndarray:
@@ -327,14 +327,15 @@ class LogMelWindows:
 
 
 def _frames_with_power(samples: np.ndarray, length: int) -> int:
-    """How many leading frames can have non-zero power: the rest see only trailing zeros (and,
-    past the reflected edge, zeros again), so their FFTs are skipped. As ``_power_spectrogram``."""
+    """How many leading frames (of ``length // HOP_LENGTH``) can have non-zero power, for
+    ``samples`` followed by zeros up to ``length``: the rest see only trailing zeros (and, past the
+    reflected edge, zeros again), so their FFTs can be skipped."""
     frames = length // HOP_LENGTH
     half = N_FFT // 2
     nonzero = np.flatnonzero(samples)
     end = int(nonzero[-1]) + 1 if len(nonzero) else 0
-    if end <= length - (half + 1):
-        return min(frames, -(-(end + half) // HOP_LENGTH))
+    if end <= length - (half + 1):  # the reflected tail is zeros too
+        return min(frames, -(-(end + half) // HOP_LENGTH))  # first frame starting at or past end + half
     return frames
 
 

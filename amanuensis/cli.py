@@ -408,10 +408,10 @@ def _plan_outputs(inputs: list[Path], output_dir: Path, output_format: str | Non
             other = writers.setdefault(out.resolve(), path)
             if other != path:
                 raise UsageError(f"{other} and {path} would both write {out}; give them separate --output-dir runs")
-    identities = {_identity(p) for p in inputs} - {None}
+    resolved, identities = {p.resolve() for p in inputs}, {_identity(p) for p in inputs} - {None}
     for path, outputs in planned.items():
         for out in outputs.values():
-            if out.resolve() in {p.resolve() for p in inputs} or _identity(out) in identities:
+            if out.resolve() in resolved or _identity(out) in identities:
                 raise UsageError(f"{path}: output {out} would overwrite an input file; choose --output-dir")
     return planned
 

@@ -25,7 +25,7 @@ from amanuensis.engine import WhisperModel
 from amanuensis.models import WhisperCheckpoint
 from amanuensis.quantize.analysis import compute_nodes, isolated_sensitivity
 from amanuensis.quantize.calibration import NOISE_FOLDER, find_calibration_clips, record_inputs, with_noisy_copies
-from amanuensis.quantize.pipeline import SENSITIVITY_CLIPS, float_graph, sensitivity_feeds
+from amanuensis.quantize.pipeline import float_graph, sensitivity_clips, sensitivity_feeds
 from amanuensis.quantize.recipe import QuantRecipe
 from amanuensis.quantize.smooth import ALPHAS, smooth, smoothable
 from amanuensis.runtime import RuntimeOptions
@@ -56,8 +56,7 @@ def main() -> int:
     checkpoint = WhisperCheckpoint.load(args.model)
     calibration = ROOT / "calibration_audio"
     clips = with_noisy_copies(find_calibration_clips(calibration), calibration / NOISE_FOLDER)
-    half = SENSITIVITY_CLIPS // 2
-    clips = clips[:half] + clips[len(clips) // 2 : len(clips) // 2 + half]  # as the pipeline picks them
+    clips = sensitivity_clips(clips)  # as the pipeline picks them
     fp32 = WhisperModel(checkpoint, RuntimeOptions(precision="fp32", threads=args.threads))
     feeds = sensitivity_feeds(record_inputs(fp32, clips, ROOT))
     rows = []

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -36,3 +38,11 @@ class GraphIndex:
 
     def is_scalar(self, name: str) -> bool:
         return self.scalar(name) is not None
+
+
+def replace_nodes(graph: onnx.GraphProto, replacements: Mapping[str, Sequence[onnx.NodeProto]]) -> None:
+    """Put each named node's replacement (possibly none) where it stood, in place; the others
+    stay. The rewrites insert a node's replacement at its position so the order stays topological."""
+    ordered = [new for node in graph.node for new in replacements.get(node.name, [node])]
+    del graph.node[:]
+    graph.node.extend(ordered)

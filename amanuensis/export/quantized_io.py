@@ -66,13 +66,16 @@ def _fold_run_time(graph: onnx.GraphProto, index: GraphIndex, quantize: onnx.Nod
         node.input[:] = [replacements.get(i, i) for i in node.input]
     graph.node.remove(quantize)
     source.type.tensor_type.elem_type = onnx.TensorProto.UINT8
-    scale, zero_point = run_time_names(source.name)
-    graph.input.extend(
-        [
-            helper.make_tensor_value_info(scale, onnx.TensorProto.FLOAT, []),
-            helper.make_tensor_value_info(zero_point, onnx.TensorProto.UINT8, []),
-        ]
-    )
+    graph.input.extend(_run_time_infos(source.name))
+
+
+def _run_time_infos(name: str) -> list[onnx.ValueInfoProto]:
+    """Scalar float scale and uint8 zero point that travel with ``name`` (``run_time_names``)."""
+    scale, zero_point = run_time_names(name)
+    return [
+        helper.make_tensor_value_info(scale, onnx.TensorProto.FLOAT, []),
+        helper.make_tensor_value_info(zero_point, onnx.TensorProto.UINT8, []),
+    ]
 
 
 def quantize_outputs(model: onnx.ModelProto, params: dict[str, QuantParams]) -> None:
@@ -90,12 +93,7 @@ def quantize_outputs(model: onnx.ModelProto, params: dict[str, QuantParams]) -> 
                 "DynamicQuantizeLinear", [float_name], [name, scale, zero_point], name=f"{name}/quantize"
             )
             graph.node.append(quantize)
-            graph.output.extend(
-                [
-                    helper.make_tensor_value_info(scale, onnx.TensorProto.FLOAT, []),
-                    helper.make_tensor_value_info(zero_point, onnx.TensorProto.UINT8, []),
-                ]
-            )
+            graph.output.extend(_run_time_infos(name))
             outputs[name].type.tensor_type.elem_type = onnx.TensorProto.UINT8
             continue
         dtype = np.dtype(str(p["dtype"]))

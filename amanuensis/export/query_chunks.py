@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from amanuensis.export.graph_index import GraphIndex
+from amanuensis.export.graph_index import GraphIndex, replace_nodes
 
 REWRITE_VERSION = 1  # bump when the rewrite changes, so cached chunked graphs are redone
 QUERY_AXIS = 2  # queries, scores and context are [B, H, T, ·]
@@ -92,14 +92,7 @@ def split_attention_queries(model: onnx.ModelProto, chunks: int) -> onnx.ModelPr
         replaced.update(node.name for node in nodes)
     # A chain's inputs all exist before its last node and its inner tensors are used only inside
     # it, so the chunked copy goes where the last node was and the order stays topological.
-    ordered: list[onnx.NodeProto] = []
-    for node in graph.node:
-        if node.name in rewrites:
-            ordered += rewrites[node.name]
-        elif node.name not in replaced:
-            ordered.append(node)
-    del graph.node[:]
-    graph.node.extend(ordered)
+    replace_nodes(graph, {name: [] for name in replaced} | rewrites)
     del graph.value_info[:]  # inferred above for the lengths; the chunk tensors have other shapes
     return model
 

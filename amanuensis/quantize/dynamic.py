@@ -26,8 +26,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from amanuensis.export.cachefile import publish
-from amanuensis.export.graph_index import GraphIndex
-from amanuensis.quantize.per_row import INTEGER_SUFFIX, RESIDUAL_LIMB, apply_techniques, unit_rows
+from amanuensis.export.graph_index import GraphIndex, replace_nodes
+from amanuensis.quantize.per_row import INTEGER_SUFFIX, RESIDUAL_LIMB, apply_techniques, symmetric_int8, unit_rows
 from amanuensis.quantize.recipe import QuantRecipe
 
 INTEGER_OPS = ("MatMulInteger", "ConvInteger")  # what quantize_dynamic turns a compute node into
@@ -77,9 +77,7 @@ def unnormalized_attention(model: onnx.ModelProto) -> int:
             matmul,
             helper.make_node("Div", [unnormalized, row_sum], [context], name=f"{scope}/normalize"),
         ]
-    ordered = [new for node in graph.node for new in replaced.get(node.name, [node])]
-    del graph.node[:]
-    graph.node.extend(ordered)
+    replace_nodes(graph, replaced)
     return len(replaced) // 2
 
 
@@ -161,12 +159,10 @@ def fixed_scale_attention_weights(model: onnx.ModelProto) -> int:
                 numpy_helper.from_array(np.array(0, np.uint8), zero_point),
             ]
         )
-        replaced[node.name] = helper.make_node(
-            "QuantizeLinear", [node.input[0], scale, zero_point], [values], name=node.name
-        )
-    nodes = [replaced.get(n.name, n) for n in graph.node]
-    del graph.node[:]
-    graph.node.extend(nodes)
+        replaced[node.name] = [
+            helper.make_node("QuantizeLinear", [node.input[0], scale, zero_point], [values], name=node.name)
+        ]
+    replace_nodes(graph, replaced)
     return len(replaced)
 
 
@@ -229,14 +225,12 @@ def share_quantized_embedding(model: onnx.ModelProto, exclude: list[str]) -> boo
         return False
     if attributes.get("alpha", 1.0) != 1.0 or len(index.users(table_name)) != len(gathers) + 1:
         return False
-    values = numpy_helper.to_array(table)
-    scales = (np.abs(values).max(axis=1) / 127).astype(np.float32)  # one per token: per output channel
-    scales[scales == 0] = 1.0
+    levels, scales = symmetric_int8(numpy_helper.to_array(table), axis=0)  # one per token: per output channel
     name = f"{table_name}_int8"
     graph.initializer.remove(table)
     graph.initializer.extend(
         [
-            numpy_helper.from_array(np.clip(np.round(values / scales[:, None]), -127, 127).astype(np.int8), name),
+            numpy_helper.from_array(levels, name),
             numpy_helper.from_array(scales, f"{name}_scales"),
             numpy_helper.from_array(np.array(0, np.int8), f"{name}_zero_point"),
             numpy_helper.from_array(np.array([-1], np.int64), f"{name}_last_axis"),
@@ -290,9 +284,7 @@ def share_quantized_embedding(model: onnx.ModelProto, exclude: list[str]) -> boo
             "Mul", [f"{scope}/accumulated_float", f"{scope}/scales"], [gemm.output[0]], name=f"{scope}/rescale"
         ),
     ]
-    ordered = [new for node in graph.node for new in replaced.get(node.name, [node])]
-    del graph.node[:]
-    graph.node.extend(ordered)
+    replace_nodes(graph, replaced)
     return True
 
 

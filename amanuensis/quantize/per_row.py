@@ -24,7 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from amanuensis.errors import OptionsError
-from amanuensis.export.graph_index import GraphIndex
+from amanuensis.export.graph_index import GraphIndex, replace_nodes
 
 INTEGER_SUFFIX = "_quant"  # an integer product is named after the node it replaces with this suffix
 TECHNIQUES = ("per_token", "a16")  # in the order the mixed-precision search tries them
@@ -82,11 +82,18 @@ class _Builder:
         return self.op("Cast", [name], f"{name.rsplit('/', 1)[-1]}_float", to=TensorProto.FLOAT)
 
 
+def symmetric_int8(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """int8 levels with one symmetric scale per slice along ``axis`` (max |x| / 127; 1 for an
+    all-zero slice), and the float32 scales."""
+    scales = (np.abs(values).max(axis=1 - axis) / SYMMETRIC_LEVELS).astype(np.float32)
+    scales[scales == 0] = 1.0
+    levels = np.clip(np.round(values / np.expand_dims(scales, 1 - axis)), -127, 127).astype(np.int8)
+    return levels, scales
+
+
 def _weights(builder: _Builder, weights: np.ndarray) -> tuple[str, str, str]:
     """int8 weights with one symmetric scale per output column: (values, zero point, scales)."""
-    scales = (np.abs(weights).max(axis=0) / SYMMETRIC_LEVELS).astype(np.float32)
-    scales[scales == 0] = 1.0
-    values = np.clip(np.round(weights / scales), -127, 127).astype(np.int8)
+    values, scales = symmetric_int8(weights, axis=1)
     return (
         builder.const("weight_int8", values),
         builder.const("weight_zp", np.array(0, np.int8)),
@@ -185,9 +192,7 @@ def apply_techniques(model: onnx.ModelProto, techniques: dict[str, str]) -> int:
         technique = techniques.get(node.name.split("/chunk")[0])
         if technique is not None and node.op_type == "MatMul":
             replaced[node.name] = rewrite_matmul(model, node, technique, index)
-    ordered = [new for node in model.graph.node for new in replaced.get(node.name, [node])]
-    del model.graph.node[:]
-    model.graph.node.extend(ordered)
+    replace_nodes(model.graph, replaced)
     read = {name for node in model.graph.node for name in node.input}
     for init in [i for i in model.graph.initializer if i.name not in read]:  # the float weights replaced
         model.graph.initializer.remove(init)

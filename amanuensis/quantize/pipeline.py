@@ -142,9 +142,8 @@ def calibrate(
     for the dynamic scheme, which only records a few clips to rank node sensitivity on).
     Returns the table and the sensitivity inputs."""
     fp32 = WhisperModel(checkpoint, RuntimeOptions(precision="fp32", threads=threads))
-    if recipe.scheme == "dynamic":  # the sensitivity clips: half clean, half noisy
-        half = SENSITIVITY_CLIPS // 2
-        clips = clips[:half] + clips[len(clips) // 2 : len(clips) // 2 + half]
+    if recipe.scheme == "dynamic":
+        clips = sensitivity_clips(clips)
     with tqdm(total=len(clips), desc="calibration audio", unit="clip") as bar:
         recorded = record_inputs(fp32, clips, root, on_clip=lambda _: bar.update())
     feeds = sensitivity_feeds(recorded)
@@ -154,6 +153,13 @@ def calibrate(
         )
         return table, feeds
     return table_from_inputs(checkpoint, recorded, recipe), feeds
+
+
+def sensitivity_clips(clips: list[CalibrationClip]) -> list[CalibrationClip]:
+    """The clips the dynamic scheme ranks node sensitivity on: half clean, half noisy (the noisy
+    copies are the second half of ``with_noisy_copies``)."""
+    half = SENSITIVITY_CLIPS // 2
+    return clips[:half] + clips[len(clips) // 2 : len(clips) // 2 + half]
 
 
 def table_from_inputs(checkpoint: WhisperCheckpoint, recorded: RecordedInputs, recipe: QuantRecipe) -> RangeTable:
@@ -197,24 +203,27 @@ def rank_sensitivity(
     return ranked
 
 
-def mac_share(checkpoint: WhisperCheckpoint, table: RangeTable, nodes: dict[str, list[ComputeNode]]) -> float:
-    """Integer share of the MACs of one encoder window plus one decoder step, read off the built graphs."""
-    all_nodes, int8_names = [], set()
+def sixteen_bit_nodes(table: RangeTable, graph: str, integer_nodes: set[str]) -> set[str]:
+    """The integer nodes of one graph whose activations are 16-bit: all of them for a 16-bit
+    static recipe, else those the table gives the ``a16`` form."""
+    if table.recipe.scheme == "static":
+        return set(integer_nodes) if table.recipe.activation_bits == 16 else set()
+    return {n for n, t in table.node_techniques.get(graph, {}).items() if t == "a16"} & integer_nodes
+
+
+def mac_shares(
+    checkpoint: WhisperCheckpoint, table: RangeTable, nodes: dict[str, list[ComputeNode]]
+) -> tuple[float, float]:
+    """Integer share of the MACs of one encoder window plus one decoder step, read off the built
+    graphs, and the part of it with 16-bit activations."""
+    all_nodes, integer, wide = [], set(), set()
     for graph in GRAPHS:
         built = onnx.load(str(build_int8_graph(checkpoint, table, graph)))
-        int8_names |= int8_node_names(built)
+        names = int8_node_names(built)
+        integer |= names
+        wide |= sixteen_bit_nodes(table, graph, names)
         all_nodes += nodes[graph]
-    return int8_mac_share(all_nodes, int8_names)
-
-
-def a16_mac_share(table: RangeTable, nodes: dict[str, list[ComputeNode]], integer_share: float) -> float:
-    """The part of the integer MAC share whose activations are 16-bit: all of it for a 16-bit static
-    recipe, else the nodes given the ``a16`` technique."""
-    if table.recipe.scheme == "static":
-        return integer_share if table.recipe.activation_bits == 16 else 0.0
-    wide = {(g, n) for g, chosen in table.node_techniques.items() for n, t in chosen.items() if t == "a16"}
-    total = sum(n.macs for graph in GRAPHS for n in nodes[graph])
-    return sum(n.macs for graph in GRAPHS for n in nodes[graph] if (graph, n.name) in wide) / total
+    return int8_mac_share(all_nodes, integer), int8_mac_share(all_nodes, wide)
 
 
 def _evaluate_all(model: WhisperModel, conditions: tuple[Condition, ...], label: str) -> dict[str, EvaluationReport]:
@@ -263,13 +272,13 @@ def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationRe
             )
             int8_reports = _evaluate_all(int8, config.conditions, f"INT8 step {len(steps)}")
             results = tuple(compare(c, fp32_reports[c.name], int8_reports[c.name]) for c in config.conditions)
-            share = mac_share(checkpoint, table, nodes)
+            integer_share, wide_share = mac_shares(checkpoint, table, nodes)
             step = GateStep(
                 tuple(n for _, n in float_nodes),
-                share,
+                integer_share,
                 results,
                 tuple((n, t) for (_, n), t in chosen.items()),
-                a16_mac_share(table, nodes, share),
+                wide_share,
             )
             steps.append(step)
             log(
@@ -295,8 +304,6 @@ def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationRe
             moved = _next_moves(checkpoint, table, nodes, ranking_feeds, order, chosen, float_nodes, config, measured)
             if not moved:
                 break
-    best = _best(steps)
-    table = tables[best]
     best = _best(steps)
     table = tables[best]
     for i, tried in enumerate(tables):

@@ -12,7 +12,7 @@ from amanuensis.conditions import QOI_MIN
 from amanuensis.models import WhisperCheckpoint
 from amanuensis.quantize import GRAPHS, build_int8_graph
 from amanuensis.quantize.analysis import TensorError, activation_errors, int8_node_names, quant_params
-from amanuensis.quantize.pipeline import QuantizationResult, float_graph
+from amanuensis.quantize.pipeline import QuantizationResult, float_graph, sixteen_bit_nodes
 from amanuensis.quantize.targets import get_target
 from amanuensis.runtime import Feed
 
@@ -38,10 +38,8 @@ def _graph_facts(
         )
         by_tensor = {e.tensor: e for e in errors}
         int8_macs = sum(n.macs for n in nodes if n.name in int8_names)
-        wide = {n for n, t in result.table.node_techniques.get(graph, {}).items() if t == "a16"}
-        if result.table.recipe.scheme == "static" and result.table.recipe.activation_bits == 16:
-            wide = int8_names
-        a16_macs = sum(n.macs for n in nodes if n.name in int8_names and n.name in wide)
+        wide = sixteen_bit_nodes(result.table, graph, int8_names)
+        a16_macs = sum(n.macs for n in nodes if n.name in wide)
         facts[graph] = {
             "fp32_bytes": fp32_path.stat().st_size,
             "int8_bytes": int8_path.stat().st_size,
