@@ -163,7 +163,7 @@ def test_unreadable_file_says_permission(tmp_path) -> None:
         load_audio(path)
 
 
-def test_bytes_io_is_not_needed_for_bytes(speech) -> None:
+def test_file_bytes_decode_to_the_files_own_samples(speech) -> None:
     """The in-memory decode gives the file's own samples."""
     from amanuensis.audio import as_samples
 
