@@ -610,12 +610,12 @@ def _run_quantize(args: argparse.Namespace) -> int:
     from amanuensis.quantize.pipeline import DEFAULT_TARGET_DELTA, QuantizeConfig, run_quantization
     from amanuensis.quantize.recipe import QuantRecipe
     from amanuensis.quantize.report import build_report, write_report
-    from amanuensis.quantize.targets import get_target
+    from amanuensis.quantize.targets import default_per_channel, get_target
 
     scheme = args.scheme or ("dynamic" if args.target == "cpu" else "static")
     recipe = QuantRecipe(
         method=args.method or get_target(args.target).default_method,
-        per_channel=(scheme == "dynamic") if args.per_channel is None else args.per_channel,
+        per_channel=default_per_channel(args.target, scheme) if args.per_channel is None else args.per_channel,
         scheme=scheme,
         activation_bits=args.activation_bits or get_target(args.target).default_activation_bits,
         activation_symmetric=args.symmetric_activations,

@@ -22,6 +22,11 @@ from amanuensis.export.cachefile import publish
 from amanuensis.export.graph_index import GraphIndex
 from amanuensis.quantize.recipe import QuantRecipe, Ranges
 from amanuensis.quantize.targets import get_target, prepare_float_model, source_node_name
+from amanuensis.quantize.weights import (
+    give_wide_weights_an_8bit_copy,
+    per_channel_weight_nodes,
+    store_weights_per_channel,
+)
 
 SCORE_PATH_OPS = ("Add", "Mul", "Concat", "QuantizeLinear", "DequantizeLinear")  # between scores and softmax
 QUANTIZED_SUFFIX = "_quantized"  # onnxruntime's quantizer names a quantized initializer <float name> + this
@@ -57,7 +62,8 @@ def build_qdq(
 
     Goes through onnxruntime's ``quantize_static`` with its calibration cache, so the QDQ placement
     rules are onnxruntime's own. ``exclude`` keeps nodes float; ``only`` quantizes just those
-    (sensitivity analysis). For the CPU target Softmax, LayerNorm, GELU, residual Adds and the
+    (sensitivity analysis). With ``recipe.per_channel`` the whole-graph flavour stores its weights
+    per channel itself (``weights``). For the CPU target Softmax, LayerNorm, GELU, residual Adds and the
     attention mask stay float (only the target's op types get QDQ inputs); NPU targets
     quantize the whole graph (see ``targets``).
     """
@@ -70,7 +76,8 @@ def build_qdq(
         cache = Path(tmp) / "ranges.json"
         save_tensors_data(tensors, cache)
         staged = Path(tmp) / output.name
-        source = prepare_float_model(float_model, get_target(recipe.target), Path(tmp))
+        target = get_target(recipe.target)
+        source = prepare_float_model(float_model, target, Path(tmp))
         if source != float_model:  # preparation may have fused nodes: name them as they are now
             renamed = _prepared_names(source)
             exclude = [renamed.get(name, name) for name in exclude or []]
@@ -87,16 +94,20 @@ def build_qdq(
                 calibrate_method=CalibrationMethod.MinMax,
                 **settings,
             )
-        if get_target(recipe.target).float_scores:
+        if target.float_scores:
             model = onnx.load(str(staged))
             keep_scores_float(model)
             onnx.save(model, str(staged))
         if recipe.quantized_op_types is None:  # whole-graph (QNN) flavour
             model = onnx.load(str(staged))
             floats = {init.name: numpy_helper.to_array(init) for init in onnx.load(str(source)).graph.initializer}
-            give_wide_weights_an_8bit_copy(model, {f"{name}{QUANTIZED_SUFFIX}": v for name, v in floats.items()})
+            floats = {f"{name}{QUANTIZED_SUFFIX}": v for name, v in floats.items()}
+            give_wide_weights_an_8bit_copy(model, floats)
+            if recipe.per_channel:
+                chosen = {n.name for n in per_channel_weight_nodes(model, target)}
+                store_weights_per_channel(model, floats, lambda node, _stored: node.name in chosen)
             onnx.save(model, str(staged))
-        if get_target(recipe.target).power_of_two_scales:
+        if target.power_of_two_scales:
             model = onnx.load(str(staged))
             floats = {init.name: numpy_helper.to_array(init) for init in onnx.load(str(source)).graph.initializer}
             round_scales_to_powers_of_two(model, {f"{name}{QUANTIZED_SUFFIX}": v for name, v in floats.items()})
@@ -152,62 +163,6 @@ def keep_scores_float(model: onnx.ModelProto) -> None:
     unused = [i for i in graph.initializer if i.name not in used]
     for init in unused:
         graph.initializer.remove(init)
-
-
-WIDE_TYPES = (onnx.TensorProto.UINT16, onnx.TensorProto.INT16)
-
-
-def give_wide_weights_an_8bit_copy(model: onnx.ModelProto, float_values: dict[str, np.ndarray]) -> int:
-    """Give each MatMul/Gemm whose weight is stored in 16 bits an 8-bit copy of its own, in place.
-
-    onnxruntime's QNN configuration stores a table that a Gather also reads (Whisper's tied token
-    embedding, whose transpose is the vocabulary projection) with the activations' 16-bit type.
-    The HTP has no FullyConnected for 16-bit activations × 16-bit weights and leaves that Gemm,
-    most of a decoder step's MACs, to the CPU. The Gather keeps the 16-bit table; the product gets
-    int8 weights from the float values, symmetric with one scale per output channel (one uint8
-    scale for the whole 51864-row table cost 1.2 WER points on clean speech). Returns how many.
-    """
-    graph = model.graph
-    index = GraphIndex(graph)
-    copies = 0
-    for node in [n for n in graph.node if n.op_type in ("MatMul", "Gemm") and len(n.input) == 2]:
-        dequantize = index.producer.get(node.input[1])
-        if dequantize is None or dequantize.op_type != "DequantizeLinear":
-            continue
-        stored = index.initializers.get(dequantize.input[0])
-        values = float_values.get(dequantize.input[0])
-        if (
-            stored is None
-            or stored.data_type not in WIDE_TYPES
-            or values is None
-            or not index.is_scalar(dequantize.input[1])
-        ):
-            continue
-        transposed = any(a.name == "transB" and a.i for a in node.attribute)
-        axis = 0 if transposed else 1  # the output channels: rows of a transposed weight, else columns
-        scale = np.abs(values).max(axis=1 - axis) / 127
-        scale[scale == 0] = 1.0
-        shape = (-1, 1) if axis == 0 else (1, -1)
-        quantized = np.clip(np.round(values / scale.reshape(shape)), -127, 127).astype(np.int8)
-        name = f"{node.name}/weight_int8"
-        graph.initializer.extend(
-            [
-                numpy_helper.from_array(quantized, name),
-                numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale"),
-                numpy_helper.from_array(np.zeros(scale.shape, np.int8), f"{name}_zero_point"),
-            ]
-        )
-        own = onnx.helper.make_node(
-            "DequantizeLinear",
-            [name, f"{name}_scale", f"{name}_zero_point"],
-            [f"{name}_dequantized"],
-            name=f"{name}_DequantizeLinear",
-            axis=axis,
-        )
-        graph.node.insert(list(graph.node).index(node), own)
-        node.input[1] = own.output[0]
-        copies += 1
-    return copies
 
 
 def round_scales_to_powers_of_two(model: onnx.ModelProto, float_values: dict[str, np.ndarray] | None = None) -> None:
@@ -292,7 +247,9 @@ def _quantize_settings(source: Path, recipe: QuantRecipe, exclude: list[str]) ->
             # uint8 weights, onnxruntime's QNN default: with int8 symmetric ones the HTP refused the
             # LayerNorms (their quantized gamma/beta), as the placement report showed.
             weight_type=QuantType.QUInt8,
-            per_channel=recipe.per_channel,
+            # Per-channel weights are stored after quantizing (weights.per_channel_weight_nodes),
+            # for the products the HTP computes faithfully that way.
+            per_channel=False,
             activation_symmetric=recipe.activation_symmetric,
             nodes_to_exclude=exclude,
         )

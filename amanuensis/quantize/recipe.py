@@ -76,8 +76,12 @@ class QuantRecipe:
             return f"dynamic: {granularity} int8 weights, uint8 activations with run-time per-tensor scales"
         sym = "symmetric" if self.activation_symmetric else "asymmetric"
         granularity = "per-channel" if self.per_channel else "per-tensor"
-        weights = get_target(self.target).weights
-        text = f"{self.method}, {granularity} {weights} weights, {sym} {self.activation_bits}-bit activations"
+        target = get_target(self.target)
+        weights = f"{granularity} {target.weights} weights"
+        if self.per_channel and target.quantized_op_types is None:  # stored per channel by quantize.weights
+            kept = ", ".join(f"{op} after {feeder}" for op, feeder in target.per_tensor_products)
+            weights = f"per-channel int8 (symmetric) weights ({kept}: per-tensor {target.weights})"
+        text = f"{self.method}, {weights}, {sym} {self.activation_bits}-bit activations"
         return text if self.target == "cpu" else f"{text}, target {self.target}"
 
     @property

@@ -36,6 +36,14 @@ class Target:
     # Attention scores (query × key, both 8-bit) go to the softmax in float instead of being
     # requantized to 8 bits first: onnxruntime's CPU EP runs that as MatMulIntegerToFloat.
     float_scores: bool = False
+    # Products whose weights the compiler takes with one scale per output channel: QNN's HTP has
+    # per-channel FullyConnected and Conv, not MatMul.
+    per_channel_op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv")
+    # (product op type, op type feeding it): products that keep per-tensor weights even with --per-channel
+    per_tensor_products: tuple[tuple[str, str], ...] = ()
+    # Whether --per-channel is the default: where the compiler takes per-channel weights for free
+    # and it measured better on every gate condition.
+    per_channel_default: bool = False
 
 
 TARGETS = {
@@ -65,6 +73,12 @@ TARGETS = {
         True,
         "every op in fixed point for the HTP: uint16 activations, uint8 weights, GELU fused",
         weights="uint8 (asymmetric, onnxruntime's QNN default)",
+        per_channel_op_types=("Gemm", "Conv"),
+        # The FFN's second product reads GELU outputs (16-bit, all ≥ −0.17) over 1536 inputs: with
+        # per-channel weights the HTP emulator's encoder outputs were 4-5 dB further from FP32
+        # than with one scale, while every other product gained (docs/quantization.md).
+        per_tensor_products=(("Gemm", "Gelu"),),
+        per_channel_default=True,
     ),
     # Unverified on a real VitisAI EP (none can be installed here); the WER gate runs on the CPU EP.
     "vitisai": Target(
@@ -88,6 +102,12 @@ EP_TARGETS = {"QNNExecutionProvider": "qnn", "VitisAIExecutionProvider": "vitisa
 def target_for(backend: str, ep: str | None) -> str:
     """The INT8 flavour for graphs run by ``backend`` on ``ep``."""
     return "openvino" if backend == "openvino" else EP_TARGETS.get(ep or "", "cpu")
+
+
+def default_per_channel(target: str, scheme: str) -> bool:
+    """Whether weights get one scale per output channel unless the user says otherwise: always
+    for run-time activation scales (as faster-whisper's int8), and for the targets that take it."""
+    return scheme == "dynamic" or get_target(target).per_channel_default
 
 
 def get_target(name: str) -> Target:
