@@ -1,0 +1,7 @@
+"""``python -m amanuensis.cli``."""
+
+import sys
+
+from amanuensis.cli import main
+
+sys.exit(main())
