@@ -1,16 +1,21 @@
-"""The real ``amanuensis`` console script, run as a user would run it."""
+"""The ``amanuensis`` command as a user runs it: in-process through ``main(argv)`` (a process per
+call cost seconds of imports), and once as the installed console script."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from amanuensis.cli import main
 from amanuensis.evaluation import word_error_rate
 
 from .conftest import SAMPLE, SAMPLE_REFERENCE, VALIDATION_MANIFEST
@@ -18,13 +23,27 @@ from .conftest import SAMPLE, SAMPLE_REFERENCE, VALIDATION_MANIFEST
 EXE = shutil.which("amanuensis")
 
 
-def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run(*args: str | Path, cwd: Path | None = None) -> Run:
+    """The command through ``main(argv)``, its printed output captured and its exit status kept."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), contextlib.chdir(cwd or Path.cwd()):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exit_:  # argparse's own errors
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+def test_console_script_transcribes_the_bundled_sample() -> None:
     assert EXE, "the amanuensis console script is not installed (pip install -e .)"
-    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, timeout=600, cwd=cwd)
-
-
-def test_transcribes_the_bundled_sample() -> None:
-    result = run("transcribe", SAMPLE)
+    result = subprocess.run([EXE, "transcribe", str(SAMPLE)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert word_error_rate([SAMPLE_REFERENCE], [result.stdout]) == 0.0
     assert result.stdout.startswith("If the reader will excuse me")
@@ -193,7 +212,6 @@ def test_cli_and_python_api_agree_by_default(capsys: pytest.CaptureFixture[str])
     same text at the same precision. This clip reads differently in FP32 ("a grain or two") and INT8,
     so a default precision that differed between the two would fail here."""
     from amanuensis import TranscribeOptions, load_model
-    from amanuensis.cli import main
 
     clip = VALIDATION_MANIFEST.parent / "1688-142285-0000.flac"
     assert main(["transcribe", str(clip), "--beam-size", "1"]) == 0

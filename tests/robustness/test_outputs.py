@@ -92,7 +92,15 @@ def test_an_interrupted_file_keeps_what_was_done(tmp_path, sig, status) -> None:
     sf.write(long_audio, np.concatenate([samples] * 8), rate)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "amanuensis.cli", "transcribe", str(long_audio), "-f", "txt", "-o", str(out)]
-    run = subprocess.Popen([*command, "--verbose", *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [*command, "--verbose", *FAST],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As from a terminal: a shell's background job (how a CI runner may start pytest) ignores
+        # SIGINT, and Python then never turns it into KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     first = run.stdout.readline()  # the first decoded segment
     run.send_signal(sig)
     _, err = run.communicate(timeout=300)

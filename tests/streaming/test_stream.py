@@ -297,8 +297,9 @@ STREAM_VS_OFFLINE_TARGET = 2.0  # WER points (issue 5); 1.36 measured by tools/s
 
 @pytest.mark.slow
 def test_streamed_text_stays_close_to_offline_on_the_validation_set(tiny_int8: WhisperModel, validation) -> None:
-    """Every clip in random 10 ms…2 s chunks: all audio accounted for, within 2 WER points of offline."""
-    wer, _ = _stream_wer(tiny_int8, validation, seed=1000)
+    """Every second validation clip (50; all 100 took 11 minutes of CI) in random 10 ms…2 s chunks:
+    all audio accounted for, within 2 WER points of offline. tools/stream_latency.py measures all."""
+    wer, _ = _stream_wer(tiny_int8, validation[::2], seed=1000)
     assert wer <= STREAM_VS_OFFLINE_TARGET
 
 
