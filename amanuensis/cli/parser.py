@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--per-channel",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="one weight scale per output channel (default: on for the dynamic scheme, off for static)",
+        help="one weight scale per output channel (default: on for the dynamic scheme and --target qnn, off otherwise)",
     )
     qu.add_argument(
         "--target",

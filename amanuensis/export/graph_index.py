@@ -46,3 +46,10 @@ def replace_nodes(graph: onnx.GraphProto, replacements: Mapping[str, Sequence[on
     ordered = [new for node in graph.node for new in replacements.get(node.name, [node])]
     del graph.node[:]
     graph.node.extend(ordered)
+
+
+def drop_unread_initializers(graph: onnx.GraphProto) -> None:
+    """Remove the initializers no node reads, in place: what a rewrite left behind."""
+    read = {name for node in graph.node for name in node.input}
+    for init in [i for i in graph.initializer if i.name not in read]:
+        graph.initializer.remove(init)

@@ -80,7 +80,7 @@ def load_table(checkpoint: WhisperCheckpoint, path: Path | None = None, target: 
     return table
 
 
-QDQ_BUILD = 12  # bump when build_qdq changes what it makes from the same table (cached builds are then redone)
+QDQ_BUILD = 13  # bump when build_qdq changes what it makes from the same table (cached builds are then redone)
 
 
 INT8_DIR_PREFIX = "int8-"  # INT8 builds live in <model cache>/int8-<table fingerprint>-b<QDQ_BUILD>/

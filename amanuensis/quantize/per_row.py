@@ -24,7 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from amanuensis.errors import OptionsError
-from amanuensis.export.graph_index import GraphIndex, replace_nodes
+from amanuensis.export.graph_index import GraphIndex, drop_unread_initializers, replace_nodes
 
 INTEGER_SUFFIX = "_quant"  # an integer product is named after the node it replaces with this suffix
 TECHNIQUES = ("per_token", "a16")  # in the order the mixed-precision search tries them
@@ -83,11 +83,14 @@ class _Builder:
 
 
 def symmetric_int8(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """int8 levels with one symmetric scale per slice along ``axis`` (max |x| / 127; 1 for an
-    all-zero slice), and the float32 scales."""
-    scales = (np.abs(values).max(axis=1 - axis) / SYMMETRIC_LEVELS).astype(np.float32)
+    """int8 levels with one symmetric scale per index along ``axis`` (max |x| / 127 over the other
+    axes; 1 for an all-zero slice), and the float32 scales."""
+    others = tuple(i for i in range(values.ndim) if i != axis)
+    scales = (np.abs(values).max(axis=others) / SYMMETRIC_LEVELS).astype(np.float32)
     scales[scales == 0] = 1.0
-    levels = np.clip(np.round(values / np.expand_dims(scales, 1 - axis)), -127, 127).astype(np.int8)
+    shape = [1] * values.ndim
+    shape[axis] = -1
+    levels = np.clip(np.round(values / scales.reshape(shape)), -127, 127).astype(np.int8)
     return levels, scales
 
 
@@ -193,7 +196,5 @@ def apply_techniques(model: onnx.ModelProto, techniques: dict[str, str]) -> int:
         if technique is not None and node.op_type == "MatMul":
             replaced[node.name] = rewrite_matmul(model, node, technique, index)
     replace_nodes(model.graph, replaced)
-    read = {name for node in model.graph.node for name in node.input}
-    for init in [i for i in model.graph.initializer if i.name not in read]:  # the float weights replaced
-        model.graph.initializer.remove(init)
+    drop_unread_initializers(model.graph)  # the float weights replaced
     return len(replaced)

@@ -19,7 +19,7 @@ from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, 
 from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
 from amanuensis.export.cachefile import publish
-from amanuensis.export.graph_index import GraphIndex
+from amanuensis.export.graph_index import GraphIndex, drop_unread_initializers
 from amanuensis.quantize.recipe import QuantRecipe, Ranges
 from amanuensis.quantize.targets import get_target, prepare_float_model, source_node_name
 from amanuensis.quantize.weights import (
@@ -159,10 +159,7 @@ def keep_scores_float(model: onnx.ModelProto) -> None:
                 node.input[:] = [matmul.output[0] if i == dequantize.output[0] else i for i in node.input]
             graph.node.remove(dequantize)
         graph.node.remove(quantize)
-    used = {name for node in graph.node for name in node.input}
-    unused = [i for i in graph.initializer if i.name not in used]
-    for init in unused:
-        graph.initializer.remove(init)
+    drop_unread_initializers(graph)
 
 
 def round_scales_to_powers_of_two(model: onnx.ModelProto, float_values: dict[str, np.ndarray] | None = None) -> None:

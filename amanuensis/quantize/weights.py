@@ -17,7 +17,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from amanuensis.export.graph_index import GraphIndex
+from amanuensis.export.graph_index import GraphIndex, drop_unread_initializers
+from amanuensis.quantize.per_row import symmetric_int8
 from amanuensis.quantize.targets import Target
 
 WIDE_TYPES = (onnx.TensorProto.UINT16, onnx.TensorProto.INT16)
@@ -79,12 +80,7 @@ def store_weights_per_channel(
         if stored is None or values is None or not index.is_scalar(dequantize.input[1]) or not select(node, stored):
             continue
         axis = output_channel_axis(node)
-        other_axes = tuple(i for i in range(values.ndim) if i != axis)
-        scale = np.abs(values).max(axis=other_axes) / 127
-        scale[scale == 0] = 1.0
-        shape = [1] * values.ndim
-        shape[axis] = -1
-        quantized = np.clip(np.round(values / scale.reshape(shape)), -127, 127).astype(np.int8)
+        quantized, scale = symmetric_int8(values, axis)
         name = f"{node.name}/weight_int8"
         node.input[1] = _add_dequantized(graph, node, name, quantized, scale, np.zeros(scale.shape, np.int8), axis)
         if len(node.input) > 2 and node.input[2]:
@@ -148,7 +144,7 @@ def _rescale_bias(
     integer kernel adds to its accumulator as it is."""
     bias = index.producer.get(node.input[2])
     data = index.producer.get(node.input[0])
-    if bias is None or data is None or "DequantizeLinear" not in (bias.op_type, data.op_type):
+    if bias is None or data is None or bias.op_type != "DequantizeLinear" or data.op_type != "DequantizeLinear":
         return
     stored = index.initializers.get(bias.input[0])
     data_scale = index.scalar(data.input[1])
@@ -177,6 +173,4 @@ def _drop_unread(graph: onnx.GraphProto) -> None:
             break
         for node in unread:
             graph.node.remove(node)
-    read = {name for node in graph.node for name in node.input}
-    for init in [i for i in graph.initializer if i.name not in read]:
-        graph.initializer.remove(init)
+    drop_unread_initializers(graph)
