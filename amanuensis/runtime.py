@@ -149,12 +149,17 @@ class KVCache:
         self.mask[0, slot] = 0.0
         self.length += 1
 
-    def inputs(self, rows: int | None = None) -> dict[str, np.ndarray]:
-        """The cache as decoder graph inputs (the first ``rows`` hypotheses, or all)."""
+    def inputs(self, rows: int | None = None, slots: int | None = None) -> dict[str, np.ndarray]:
+        """The cache as decoder graph inputs: the first ``rows`` hypotheses and ``slots`` slots, or all
+        (a part is copied into contiguous arrays, as onnxruntime takes them)."""
         feed = {}
         for layer, (keys, values) in enumerate(zip(self.keys, self.values, strict=True)):
             k_name, v_name = self_kv_names(layer)
-            feed[k_name], feed[v_name] = keys[:rows], values[:rows]
+            if slots is None:
+                feed[k_name], feed[v_name] = keys[:rows], values[:rows]
+            else:
+                feed[k_name] = np.ascontiguousarray(keys[:rows, ..., :slots])
+                feed[v_name] = np.ascontiguousarray(values[:rows, :, :slots])
         return feed
 
     def write_block(self, new_keys: list[np.ndarray], new_values: list[np.ndarray], count: int) -> None:
@@ -190,13 +195,20 @@ class Decoder:
         batch: int,
         session_plan: SessionPlan | None = None,
         quantized_io: bool = False,
+        free_shapes: bool = False,
     ) -> None:
         """``quantized_io``: run the INT8 step rewritten to take its cache and cross K/V in 8 bits
-        (export.quantized_io); the encoder must then hand over ``cross_params`` quantized."""
+        (export.quantized_io); the encoder must then hand over ``cross_params`` quantized.
+        ``free_shapes``: run the batch-1 step ``path`` rewritten to take any batch size and only the
+        filled cache slots (export.free_shapes); ``with_batch`` gives other batch sizes on the same
+        session."""
         self.path = path  # the graph as exported (or quantized); the session may run a rewritten copy
         params: QuantizedTensors = {}
         if quantized_io:
             path, params = export.quantized_io_decoder_path(path, dims.n_text_layer)
+        if free_shapes:
+            path = export.free_shapes_decoder_path(path)
+        self.free_shapes = free_shapes
         self.cache_params = {k: p for k, p in params.items() if k.startswith("self_")}
         self.cross_params = {k: p for k, p in params.items() if k.startswith("cross_")}
         self.session = make_session(path, options, session_plan)
@@ -205,6 +217,14 @@ class Decoder:
         self.observer: FeedObserver | None = None
         layers = range(self.dims.n_text_layer)
         self._output_names = ["logits"] + [n for i in layers for n in new_kv_names(i)]
+
+    def with_batch(self, batch: int) -> Decoder:
+        """This decoder for ``batch`` hypotheses on the same session (a free-shapes step only)."""
+        if not self.free_shapes:
+            raise ValueError(f"a batch-{self.batch} step graph cannot run batch {batch}")
+        other = copy.copy(self)
+        other.batch = batch
+        return other
 
     def new_cache(self) -> KVCache:
         return KVCache(self.dims, self.batch, self.cache_params)
@@ -219,9 +239,14 @@ class Decoder:
             "mask": cache.mask,
             **cross,
         }
-        feed |= cache.inputs()
         if self.observer:
-            self.observer(feed)
+            self.observer(feed | cache.inputs())  # what the fixed-shape step takes (calibration feeds it to one)
+        if self.free_shapes:  # the filled slots only (at least one: a masked empty slot to start)
+            slots = max(cache.length, 1)
+            feed["mask"] = cache.mask[:, :slots]
+            feed |= cache.inputs(slots=slots)
+        else:
+            feed |= cache.inputs()
         logits, *new_kv = self.session.run(self._output_names, feed)
         cache.write(new_kv[0::2], new_kv[1::2])
         return logits
@@ -282,16 +307,30 @@ class ModelRuntime:
         self.decoder_observer: FeedObserver | None = None  # given to every decoder step session
         # INT8 on the CPU EP: K/V cross from graph to graph in 8 bits (see export.quantized_io).
         self._quantized_io = self.options.precision == "int8" and _on_cpu_ep(self.plan)
+        # On the CPU EP one decoder session serves every batch size (export.free_shapes).
+        self.batches_share_a_session = _on_cpu_ep(self.plan)
         cross_params = self.decoder(1).cross_params if self._quantized_io else None
         self.encoder = Encoder(encoder_path(), checkpoint.dims, self.options, self.plan, cross_params)
 
     def decoder(self, batch: int) -> Decoder:
         with self._lock:
             if batch not in self._decoders:
-                path = self._decoder_path(batch)
-                self._decoders[batch] = Decoder(
-                    path, self.checkpoint.dims, self.options, batch, self.plan, self._quantized_io
-                )
+                if self.batches_share_a_session and 1 in self._decoders:
+                    self._decoders[batch] = self._decoders[1].with_batch(batch)
+                else:
+                    free = self.batches_share_a_session
+                    path = self._decoder_path(1 if free else batch)
+                    single = Decoder(
+                        path,
+                        self.checkpoint.dims,
+                        self.options,
+                        1 if free else batch,
+                        self.plan,
+                        self._quantized_io,
+                        free,
+                    )
+                    self._decoders[single.batch] = single
+                    self._decoders[batch] = single.with_batch(batch) if free else single
             decoder = self._decoders[batch]
             decoder.observer = self.decoder_observer
             return decoder
@@ -300,8 +339,8 @@ class ModelRuntime:
         """The graph files whose sessions exist so far (the prefill block and other batch sizes are
         created on first use): what a run really holds in memory."""
         with self._lock:
-            graphs = [self.encoder.path] + [d.path for d in self._decoders.values()]
-            return graphs + ([self._prefill.path] if self._prefill is not None else [])
+            decoders = list(dict.fromkeys(d.path for d in self._decoders.values()))
+            return [self.encoder.path, *decoders] + ([self._prefill.path] if self._prefill is not None else [])
 
     def prefill(self) -> Prefill | None:
         """The prompt prefill block; None for INT8 (see graph_paths) and while a decoder observer is
@@ -315,10 +354,10 @@ class ModelRuntime:
             return self._prefill
 
     @property
-    def open_batches(self) -> tuple[int, ...]:
-        """Batch sizes whose decoder session exists (each holds its own prepacked weights)."""
+    def decoder_sessions(self) -> int:
+        """How many decoder-step sessions exist (each holds its own prepacked weights)."""
         with self._lock:
-            return tuple(sorted(self._decoders))
+            return len({id(d.session) for d in self._decoders.values()})
 
     def where(self) -> str:
         """One line for the log: the EP/device each graph's nodes really went to."""

@@ -92,6 +92,22 @@ def query_chunked_path(path: Path, chunks: int) -> Path:
     return chunked
 
 
+def free_shapes_decoder_path(path: Path) -> Path:
+    """The batch-1 decoder step ``path`` rewritten to take any batch size and cache length (see free_shapes)."""
+    from amanuensis.export.free_shapes import REWRITE_VERSION
+
+    rewritten = path.with_name(f"{path.stem}.fs{REWRITE_VERSION}{path.suffix}")
+    if _stale(rewritten, path):
+        import onnx
+
+        from amanuensis.export.free_shapes import free_decoder_shapes
+
+        model = onnx.load(str(path))
+        free_decoder_shapes(model)
+        save_atomically(model, rewritten)
+    return rewritten
+
+
 def _stale(derived: Path, source: Path) -> bool:
     return not is_complete(derived) or derived.stat().st_mtime < source.stat().st_mtime
 

@@ -34,7 +34,7 @@ def test_quantized_handover_gives_identical_logits(tiny, options: RuntimeOptions
     runtime, dims = tiny_int8.runtime, tiny_int8.checkpoint.dims
     samples = load_audio(VALIDATION_MANIFEST.parent / "1688-142285-0001.flac").samples
     window = pad_or_trim(log_mel_spectrogram(samples, padding=N_SAMPLES))
-    plain_decoder = Decoder(runtime.decoder(1).path, dims, options, 1)
+    plain_decoder = Decoder(runtime.decoder(1).path, dims, options, 1, free_shapes=True)  # as the runtime's
     plain_cross = Encoder(runtime.encoder.path, dims, options)(window)
     decoder, cross = runtime.decoder(1), runtime.encoder(window)
     assert decoder.cross_params and cross["cross_k_0"].dtype == np.uint8
