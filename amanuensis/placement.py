@@ -23,7 +23,7 @@ from amanuensis.sessions import GraphSession, NodeAssignment, SessionSettings, n
 
 @dataclass(frozen=True)
 class GraphPlacement:
-    graph: str  # "encoder" | "decoder"
+    graph: str  # the GraphKind value ("encoder" | "decoder")
     requested: str  # the plan, as chosen before the session existed
     nodes_per_ep: dict[str, int]  # EP (or OpenVINO device) → nodes it took
     macs_per_ep: dict[str, int]  # EP → MatMul/Conv/Gemm multiply-accumulates it took, per run

@@ -18,7 +18,7 @@ import numpy as np
 from amanuensis import devices, export
 from amanuensis.devices import CPU_EP, SessionPlan
 from amanuensis.errors import OptionsError
-from amanuensis.export import ENCODER_QUERY_CHUNKS
+from amanuensis.export import ENCODER_QUERY_CHUNKS, GraphKind
 from amanuensis.export.io_names import MASKED_SCORE, cross_kv_names, new_kv_names, run_time_names, self_kv_names
 from amanuensis.models import ModelDims, WhisperCheckpoint
 from amanuensis.precision import choose_precision
@@ -67,9 +67,9 @@ def graph_paths(
     """
     if options.precision == "fp32":
         return (
-            lambda: export.encoder_path(checkpoint),
-            lambda batch: export.decoder_step_path(checkpoint, batch),
-            lambda n_tokens: export.decoder_prefill_path(checkpoint, n_tokens),
+            lambda: export.graph_path(checkpoint, GraphKind.ENCODER),
+            lambda batch: export.graph_path(checkpoint, GraphKind.DECODER, batch),
+            lambda n_tokens: export.graph_path(checkpoint, GraphKind.PREFILL, n_tokens),
         )
     if options.precision == "int8":
         from amanuensis.quantize import int8_graph_paths
@@ -362,7 +362,7 @@ class ModelRuntime:
     def where(self) -> str:
         """One line for the log: the EP/device each graph's nodes really went to."""
         parts = []
-        for graph, session in (("encoder", self.encoder.session), ("decoder", self.decoder(1).session)):
+        for graph, session in ((GraphKind.ENCODER, self.encoder.session), (GraphKind.DECODER, self.decoder(1).session)):
             counts = nodes_per_ep(session.assignments())
             parts.append(f"{graph} → " + ", ".join(f"{ep} ({n} nodes)" for ep, n in counts.items()))
         note = f" [{self.plan.fallback_reason}]" if self.plan.fallback_reason else ""

@@ -9,6 +9,7 @@ import pytest
 from amanuensis import export
 from amanuensis.audio import N_SAMPLES, load_audio, log_mel_spectrogram, pad_or_trim
 from amanuensis.engine import WhisperModel
+from amanuensis.export import GraphKind
 
 from .conftest import VALIDATION_MANIFEST
 
@@ -31,7 +32,7 @@ def test_cached_step_equals_full_recompute(tiny: WhisperModel, real_prefix) -> N
     cache = decoder.new_cache()
     stepped = np.stack([decoder.step(np.array([t]), cache, cross)[0] for t in prefix])
     session = ort.InferenceSession(
-        str(export.decoder_full_path(tiny.checkpoint, len(prefix))), providers=["CPUExecutionProvider"]
+        str(export.graph_path(tiny.checkpoint, GraphKind.FULL_DECODER, len(prefix))), providers=["CPUExecutionProvider"]
     )
     full = session.run(["logits"], {"tokens": np.array([prefix]), **cross})[0]
     assert np.abs(stepped - full).max() < 2e-3

@@ -1,6 +1,9 @@
-"""Build the static ONNX graphs from a checkpoint and cache them by weights hash.
+"""The static ONNX graphs of a checkpoint, built on first use and cached by weights digest.
 
-The builders (and ``onnx``) are imported only when a graph has to be built: a cached model runs
+``graph_path(checkpoint, kind, size)`` is the one way to a graph: ``GRAPH_SPECS`` says for each
+``GraphKind`` what its file is called and how it is built. Files derived from a built graph
+(rewritten for the CPU EP, INT8 builds) sit beside it and are rebuilt when it is newer. The
+builders (and ``onnx``) are imported only when a graph has to be built: a cached model runs
 without them.
 """
 
@@ -8,122 +11,130 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from amanuensis.export.cachefile import is_complete, save_atomically
+from amanuensis.export.cache import VERSIONS, cache_root, get_or_build, get_or_derive, save_atomically, stale
 from amanuensis.models import WhisperCheckpoint
 
-# Bump when graph construction changes so stale cached graphs are not reused.
-EXPORT_VERSION = 1
+if TYPE_CHECKING:
+    import onnx
+
+    from amanuensis.models import ModelDims
+
 PREFILL_TOKENS = 32  # tokens per prefill block: a 224-token prompt takes 7 runs instead of 224 steps
 # The encoder's self-attention runs in this many slices of its 1500 queries on onnxruntime's CPU EP:
 # bit-identical outputs, and a tiny.en INT8 encoder run needs 73 MB of activations instead of 166.
 # Accelerators get the graph as exported (their compilers plan memory themselves).
 ENCODER_QUERY_CHUNKS = 5
-QUANTIZED_IO_VERSION = 2  # bump when quantized_io's rewrites change, so cached rewritten graphs are redone
 
 
-def cache_root() -> Path:
-    """Where built graphs live: ``$AMANUENSIS_CACHE``, else the user's cache folder
-    (``$XDG_CACHE_HOME/amanuensis``, by default ``~/.cache/amanuensis``). Never inside the
-    installed package or a checkout, which may be shared or read-only."""
-    env = os.environ.get("AMANUENSIS_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "amanuensis"
+class GraphKind(str, Enum):
+    """The graphs exported from a checkpoint. The encoder and decoder values are also the keys of
+    a range table's per-graph entries."""
+
+    ENCODER = "encoder"  # log-mel window → cross-attention K/V of every decoder layer
+    DECODER = "decoder"  # one token per hypothesis over a fixed-size self-attention cache
+    PREFILL = "prefill"  # FP32: a block of prompt tokens in one run, batch 1
+    FULL_DECODER = "full_decoder"  # no cache: logits of every position of a prefix (a reference)
+
+
+Builder = Callable[[dict, "ModelDims", int], "onnx.ModelProto"]
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    file_name: Callable[[int], str]  # the file in the model's cache folder, from the size
+    build: Builder  # (weights, dims, size) → the graph
+    size_means: str  # what ``size`` is for this kind
+
+
+def _encoder(weights: dict, dims: ModelDims, _size: int) -> onnx.ModelProto:
+    from amanuensis.export.encoder import build_encoder
+
+    return build_encoder(weights, dims)
+
+
+def _decoder(weights: dict, dims: ModelDims, batch: int) -> onnx.ModelProto:
+    from amanuensis.export.decoder import build_decoder_step
+
+    return build_decoder_step(weights, dims, batch)
+
+
+def _prefill(weights: dict, dims: ModelDims, n_tokens: int) -> onnx.ModelProto:
+    from amanuensis.export.decoder import build_decoder_step
+
+    return build_decoder_step(weights, dims, 1, n_tokens)
+
+
+def _full_decoder(weights: dict, dims: ModelDims, n_tokens: int) -> onnx.ModelProto:
+    from amanuensis.export.decoder import build_decoder_full
+
+    return build_decoder_full(weights, dims, n_tokens)
+
+
+GRAPH_SPECS = {
+    GraphKind.ENCODER: GraphSpec(lambda _: "encoder.onnx", _encoder, "unused"),
+    GraphKind.DECODER: GraphSpec(lambda batch: f"decoder_step_b{batch}.onnx", _decoder, "batch"),
+    GraphKind.PREFILL: GraphSpec(lambda tokens: f"decoder_prefill_t{tokens}.onnx", _prefill, "tokens per block"),
+    GraphKind.FULL_DECODER: GraphSpec(lambda tokens: f"decoder_full_t{tokens}.onnx", _full_decoder, "tokens"),
+}
 
 
 def model_cache_dir(checkpoint: WhisperCheckpoint) -> Path:
-    return cache_root() / f"{checkpoint.files.name}-{checkpoint.digest}-v{EXPORT_VERSION}"
+    return cache_root() / f"{checkpoint.files.name}-{checkpoint.digest}-v{VERSIONS['export']}"
 
 
-def encoder_path(checkpoint: WhisperCheckpoint) -> Path:
-    path = model_cache_dir(checkpoint) / "encoder.onnx"
-    if not is_complete(path):
-        from amanuensis.export.encoder import build_encoder
-
-        save_atomically(build_encoder(checkpoint.load_weights(), checkpoint.dims), path)
-    return path
+def graph_path(checkpoint: WhisperCheckpoint, kind: GraphKind, size: int = 1) -> Path:
+    """The FP32 graph of ``kind`` (``size``: see its spec), built and cached if it is not yet."""
+    spec = GRAPH_SPECS[kind]
+    path = model_cache_dir(checkpoint) / spec.file_name(size)
+    return get_or_build(path, lambda: spec.build(checkpoint.load_weights(), checkpoint.dims, size))
 
 
-def decoder_step_path(checkpoint: WhisperCheckpoint, batch: int) -> Path:
-    path = model_cache_dir(checkpoint) / f"decoder_step_b{batch}.onnx"
-    if not is_complete(path):
-        from amanuensis.export.decoder import build_decoder_step
+def _load(path: Path) -> onnx.ModelProto:
+    import onnx
 
-        save_atomically(build_decoder_step(checkpoint.load_weights(), checkpoint.dims, batch), path)
-    return path
-
-
-def decoder_prefill_path(checkpoint: WhisperCheckpoint, n_tokens: int) -> Path:
-    """A batch-1 decoder block that feeds ``n_tokens`` prompt tokens in one run (see build_decoder_step)."""
-    path = model_cache_dir(checkpoint) / f"decoder_prefill_t{n_tokens}.onnx"
-    if not is_complete(path):
-        from amanuensis.export.decoder import build_decoder_step
-
-        save_atomically(build_decoder_step(checkpoint.load_weights(), checkpoint.dims, 1, n_tokens), path)
-    return path
-
-
-def decoder_full_path(checkpoint: WhisperCheckpoint, n_tokens: int) -> Path:
-    path = model_cache_dir(checkpoint) / f"decoder_full_t{n_tokens}.onnx"
-    if not is_complete(path):
-        from amanuensis.export.decoder import build_decoder_full
-
-        save_atomically(build_decoder_full(checkpoint.load_weights(), checkpoint.dims, n_tokens), path)
-    return path
+    return onnx.load(str(path))
 
 
 def query_chunked_path(path: Path, chunks: int) -> Path:
-    """``path`` with its multi-query attentions split into ``chunks`` (same outputs, less memory).
+    """``path`` with its multi-query attentions split into ``chunks`` (same outputs, less memory)."""
 
-    Built once beside the graph it comes from and rebuilt when that graph is newer.
-    """
-    from amanuensis.export.query_chunks import REWRITE_VERSION
-
-    chunked = path.with_name(f"{path.stem}.q{chunks}-r{REWRITE_VERSION}{path.suffix}")
-    if _stale(chunked, path):
-        import onnx
-
+    def build() -> onnx.ModelProto:
         from amanuensis.export.query_chunks import split_attention_queries
 
-        save_atomically(split_attention_queries(onnx.load(str(path)), chunks), chunked)
-    return chunked
+        return split_attention_queries(_load(path), chunks)
+
+    return get_or_derive(path.with_name(f"{path.stem}.q{chunks}-r{VERSIONS['query_chunks']}{path.suffix}"), path, build)
 
 
 def free_shapes_decoder_path(path: Path) -> Path:
     """The batch-1 decoder step ``path`` rewritten to take any batch size and cache length (see free_shapes)."""
-    from amanuensis.export.free_shapes import REWRITE_VERSION
 
-    rewritten = path.with_name(f"{path.stem}.fs{REWRITE_VERSION}{path.suffix}")
-    if _stale(rewritten, path):
-        import onnx
-
+    def build() -> onnx.ModelProto:
         from amanuensis.export.free_shapes import free_decoder_shapes
 
-        model = onnx.load(str(path))
+        model = _load(path)
         free_decoder_shapes(model)
-        save_atomically(model, rewritten)
-    return rewritten
+        return model
 
-
-def _stale(derived: Path, source: Path) -> bool:
-    return not is_complete(derived) or derived.stat().st_mtime < source.stat().st_mtime
+    return get_or_derive(path.with_name(f"{path.stem}.fs{VERSIONS['free_shapes']}{path.suffix}"), path, build)
 
 
 def quantized_io_decoder_path(path: Path, n_layers: int) -> tuple[Path, dict[str, dict]]:
     """An INT8 decoder step rewritten to take and give 8-bit K/V (see quantized_io), and the
     parameters of the inputs it now takes quantized. Built once beside ``path``; the parameters
     are kept in a JSON file next to it, so loading needs neither ``onnx`` nor the graph."""
-    stem = f"{path.stem}.qio{QUANTIZED_IO_VERSION}"
+    stem = f"{path.stem}.qio{VERSIONS['quantized_io']}"
     rewritten, params_file = path.with_name(f"{stem}{path.suffix}"), path.with_name(f"{stem}.json")
-    if _stale(rewritten, path) or _stale(params_file, path):
-        import onnx
-
+    if stale(rewritten, path) or stale(params_file, path):
         from amanuensis.export.quantized_io import decoder_with_quantized_io
 
-        model = onnx.load(str(path))
+        model = _load(path)
         params = decoder_with_quantized_io(model, n_layers)
         save_atomically(model, rewritten)
         save_atomically(json.dumps(params, indent=1, sort_keys=True) + "\n", params_file)
@@ -134,14 +145,14 @@ def quantized_output_encoder_path(path: Path, params: dict[str, dict]) -> Path:
     """``path`` with its cross K/V outputs quantized as ``params`` say (a decoder's folded inputs)."""
     if not params:
         return path
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
-    rewritten = path.with_name(f"{path.stem}.qio{QUANTIZED_IO_VERSION}-{digest}{path.suffix}")
-    if _stale(rewritten, path):
-        import onnx
 
+    def build() -> onnx.ModelProto:
         from amanuensis.export.quantized_io import encoder_with_quantized_outputs
 
-        model = onnx.load(str(path))
+        model = _load(path)
         encoder_with_quantized_outputs(model, params)
-        save_atomically(model, rewritten)
-    return rewritten
+        return model
+
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+    rewritten = path.with_name(f"{path.stem}.qio{VERSIONS['quantized_io']}-{digest}{path.suffix}")
+    return get_or_derive(rewritten, path, build)

@@ -27,7 +27,6 @@ from onnx import helper, numpy_helper
 
 from amanuensis.export.graph_index import GraphIndex, drop_unread_initializers, replace_nodes
 
-REWRITE_VERSION = 1  # bump when the rewrite changes, so cached rewritten graphs are redone
 BATCH_DIM, SLOTS_DIM = "batch", "cache_slots"
 COPY_DIM, INFER_DIM = 0, -1  # in a Reshape target: this dimension is the input's / whatever is left
 TO_END = np.iinfo(np.int64).max

@@ -19,7 +19,6 @@ from onnx import helper, numpy_helper
 
 from amanuensis.export.graph_index import GraphIndex, replace_nodes
 
-REWRITE_VERSION = 1  # bump when the rewrite changes, so cached chunked graphs are redone
 QUERY_AXIS = 2  # queries, scores and context are [B, H, T, ·]
 ROW_WISE_QDQ = ("QuantizeLinear", "DequantizeLinear")  # per-tensor here: elementwise
 

@@ -12,12 +12,13 @@ from pathlib import Path
 
 from amanuensis import export
 from amanuensis.errors import UserError
-from amanuensis.export.cachefile import is_complete, writable_folder
+from amanuensis.export import GRAPH_SPECS, GraphKind
+from amanuensis.export.cache import VERSIONS, is_complete, writable_folder
 from amanuensis.models import WhisperCheckpoint
 from amanuensis.quantize.recipe import QuantRecipe, RangeTable
 
 TABLES_DIR = Path(__file__).parent / "tables"
-GRAPHS = ("encoder", "decoder")
+GRAPHS = (GraphKind.ENCODER, GraphKind.DECODER)  # the graphs a range table covers
 
 __all__ = [
     "GRAPHS",
@@ -75,19 +76,16 @@ def load_table(checkpoint: WhisperCheckpoint, path: Path | None = None, target: 
     table = RangeTable.load(path)
     if table.weights_digest != checkpoint.digest:
         raise QuantizationUnavailable(f"{path} was calibrated for other weights than {checkpoint.files.name!r}")
-    if table.export_version != export.EXPORT_VERSION:
+    if table.export_version != export.VERSIONS["export"]:
         raise QuantizationUnavailable(f"{path} was calibrated on graphs of an older export; re-run quantize")
     return table
 
 
-QDQ_BUILD = 13  # bump when build_qdq changes what it makes from the same table (cached builds are then redone)
-
-
-INT8_DIR_PREFIX = "int8-"  # INT8 builds live in <model cache>/int8-<table fingerprint>-b<QDQ_BUILD>/
+INT8_DIR_PREFIX = "int8-"  # INT8 builds live in <model cache>/int8-<table fingerprint>-b<VERSIONS["int8_build"]>/
 
 
 def int8_dir(checkpoint: WhisperCheckpoint, table: RangeTable) -> Path:
-    return export.model_cache_dir(checkpoint) / f"{INT8_DIR_PREFIX}{table.fingerprint()}-b{QDQ_BUILD}"
+    return export.model_cache_dir(checkpoint) / f"{INT8_DIR_PREFIX}{table.fingerprint()}-b{VERSIONS['int8_build']}"
 
 
 def float_source(graph_path: Path) -> Path:
@@ -98,31 +96,29 @@ def float_source(graph_path: Path) -> Path:
     return graph_path
 
 
-def int8_graph_path(directory: Path, graph: str, batch: int = 1) -> Path:
-    """File name of one INT8 graph inside a build folder."""
-    if graph == "encoder":
-        return directory / "encoder.onnx"
-    if graph == "decoder":
-        return directory / f"decoder_step_b{batch}.onnx"
-    raise ValueError(f"unknown graph {graph!r}")
+def int8_graph_path(directory: Path, graph: GraphKind, batch: int = 1) -> Path:
+    """File name of one INT8 graph inside a build folder (the FP32 graph's name)."""
+    if graph not in GRAPHS:
+        raise ValueError(f"no INT8 build of the {graph} graph")
+    return directory / GRAPH_SPECS[graph].file_name(batch)
 
 
 def build_int8_graph(
-    checkpoint: WhisperCheckpoint, table: RangeTable, graph: str, batch: int = 1, directory: Path | None = None
+    checkpoint: WhisperCheckpoint, table: RangeTable, graph: GraphKind, batch: int = 1, directory: Path | None = None
 ) -> Path:
     """Path of one INT8 graph, built from the table's ranges if it is not there yet."""
     path = int8_graph_path(directory or int8_dir(checkpoint, table), graph, batch)
     if is_complete(path):
         return path
     writable_folder(path.parent)
-    source = export.encoder_path(checkpoint) if graph == "encoder" else export.decoder_step_path(checkpoint, batch)
+    source = export.graph_path(checkpoint, graph, batch)
     excluded = table.excluded_nodes.get(graph, [])
     if table.recipe.scheme == "dynamic":
         from amanuensis.quantize.dynamic import build_dynamic
 
         # Only the CPU EP runs this flavour, so the encoder is query-chunked here, before the
         # attention rewrite removes the Softmax the runtime's own chunking looks for.
-        chunks = export.ENCODER_QUERY_CHUNKS if graph == "encoder" else 1
+        chunks = export.ENCODER_QUERY_CHUNKS if graph == GraphKind.ENCODER else 1
         techniques = table.node_techniques.get(graph, {})
         build_dynamic(source, path, table.recipe, excluded, query_chunks=chunks, techniques=techniques)
     else:
@@ -132,9 +128,9 @@ def build_int8_graph(
     return path
 
 
-def _wanted(batches: tuple[int, ...]) -> list[tuple[str, int]]:
+def _wanted(batches: tuple[int, ...]) -> list[tuple[GraphKind, int]]:
     """(graph, batch) of every INT8 graph a run with these beam widths opens."""
-    return [("encoder", 1), *(("decoder", b) for b in batches)]
+    return [(GraphKind.ENCODER, 1), *((GraphKind.DECODER, b) for b in batches)]
 
 
 def missing_int8_graphs(checkpoint: WhisperCheckpoint, table: RangeTable, batches: tuple[int, ...]) -> int:
@@ -163,6 +159,6 @@ def int8_graph_paths(
     runtime passes the one amanuensis.precision chose for where the graphs run)."""
     table = load_table(checkpoint, table_path)
     return (
-        lambda: build_int8_graph(checkpoint, table, "encoder"),
-        lambda batch: build_int8_graph(checkpoint, table, "decoder", batch),
+        lambda: build_int8_graph(checkpoint, table, GraphKind.ENCODER),
+        lambda batch: build_int8_graph(checkpoint, table, GraphKind.DECODER, batch),
     )

@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from amanuensis.export.cachefile import publish
+from amanuensis.export.cache import publish
 from amanuensis.export.graph_index import GraphIndex, replace_nodes
 from amanuensis.quantize.per_row import INTEGER_SUFFIX, RESIDUAL_LIMB, apply_techniques, symmetric_int8, unit_rows
 from amanuensis.quantize.recipe import QuantRecipe

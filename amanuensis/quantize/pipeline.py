@@ -20,6 +20,7 @@ from amanuensis import export
 from amanuensis.conditions import QOI_MIN, Condition, ConditionResult, compare
 from amanuensis.engine import WhisperModel
 from amanuensis.evaluation import EvaluationReport, ManifestEntry, evaluate
+from amanuensis.export import GraphKind
 from amanuensis.models import WhisperCheckpoint
 from amanuensis.quantize import GRAPHS, build_int8_graph, int8_dir
 from amanuensis.quantize.analysis import (
@@ -131,8 +132,8 @@ class QuantizationResult:
         return self.final.passed
 
 
-def float_graph(checkpoint: WhisperCheckpoint, graph: str) -> Path:
-    return export.encoder_path(checkpoint) if graph == "encoder" else export.decoder_step_path(checkpoint, 1)
+def float_graph(checkpoint: WhisperCheckpoint, graph: GraphKind) -> Path:
+    return export.graph_path(checkpoint, graph)
 
 
 def calibrate(
@@ -149,7 +150,7 @@ def calibrate(
     feeds = sensitivity_feeds(recorded)
     if recipe.scheme == "dynamic":
         table = RangeTable(
-            checkpoint.files.name, checkpoint.digest, export.EXPORT_VERSION, recipe, recorded.sources, {}
+            checkpoint.files.name, checkpoint.digest, export.VERSIONS["export"], recipe, recorded.sources, {}
         )
         return table, feeds
     return table_from_inputs(checkpoint, recorded, recipe), feeds
@@ -165,12 +166,14 @@ def sensitivity_clips(clips: list[CalibrationClip]) -> list[CalibrationClip]:
 def table_from_inputs(checkpoint: WhisperCheckpoint, recorded: RecordedInputs, recipe: QuantRecipe) -> RangeTable:
     ranges = {}
     for graph, feeds, count in (
-        ("encoder", recorded.encoder_feeds(), len(recorded.encoder)),
-        ("decoder", recorded.decoder_feeds(), len(recorded.decoder)),
+        (GraphKind.ENCODER, recorded.encoder_feeds(), len(recorded.encoder)),
+        (GraphKind.DECODER, recorded.decoder_feeds(), len(recorded.decoder)),
     ):
         with tqdm(total=count, desc=f"{recipe.method} ranges: {graph}", unit="run") as bar:
             ranges[graph] = compute_ranges(float_graph(checkpoint, graph), feeds, recipe, bar.update)
-    return RangeTable(checkpoint.files.name, checkpoint.digest, export.EXPORT_VERSION, recipe, recorded.sources, ranges)
+    return RangeTable(
+        checkpoint.files.name, checkpoint.digest, export.VERSIONS["export"], recipe, recorded.sources, ranges
+    )
 
 
 def sensitivity_feeds(recorded: RecordedInputs) -> dict[str, list[Feed]]:
@@ -178,7 +181,10 @@ def sensitivity_feeds(recorded: RecordedInputs) -> dict[str, list[Feed]]:
     encoder = recorded.encoder[:: max(1, len(recorded.encoder) // SENSITIVITY_ENCODER_WINDOWS)]
     states = recorded.decoder[:: max(1, len(recorded.decoder) // SENSITIVITY_DECODER_STEPS)]
     # Expanded only once picked: a full feed holds the whole 448-slot cache (megabytes per step).
-    return {"encoder": encoder[:SENSITIVITY_ENCODER_WINDOWS], "decoder": [s.feed(recorded.dims) for s in states]}
+    return {
+        GraphKind.ENCODER: encoder[:SENSITIVITY_ENCODER_WINDOWS],
+        GraphKind.DECODER: [s.feed(recorded.dims) for s in states],
+    }
 
 
 def _validation_feeds(fp32: WhisperModel, entries: tuple[ManifestEntry, ...]) -> dict[str, list[Feed]]:
@@ -203,7 +209,7 @@ def rank_sensitivity(
     return ranked
 
 
-def sixteen_bit_nodes(table: RangeTable, graph: str, integer_nodes: set[str]) -> set[str]:
+def sixteen_bit_nodes(table: RangeTable, graph: GraphKind, integer_nodes: set[str]) -> set[str]:
     """The integer nodes of one graph whose activations are 16-bit: all of them for a 16-bit
     static recipe, else those the table gives the ``a16`` form."""
     if table.recipe.scheme == "static":

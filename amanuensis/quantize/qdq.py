@@ -18,7 +18,7 @@ from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
-from amanuensis.export.cachefile import publish
+from amanuensis.export.cache import publish
 from amanuensis.export.graph_index import GraphIndex, drop_unread_initializers
 from amanuensis.quantize.recipe import QuantRecipe, Ranges
 from amanuensis.quantize.targets import get_target, prepare_float_model, source_node_name

@@ -100,7 +100,7 @@ class RangeTable:
 
     model: str  # model name, e.g. tiny.en
     weights_digest: str  # WhisperCheckpoint.digest the graphs were exported from
-    export_version: int  # amanuensis.export.EXPORT_VERSION of those graphs
+    export_version: int  # amanuensis.export.VERSIONS["export"] of those graphs
     recipe: QuantRecipe
     calibration: list[dict]  # one {"path", "sha256", "seconds"} per calibration clip
     ranges: dict[str, Ranges]  # graph ("encoder" | "decoder") → tensor ranges

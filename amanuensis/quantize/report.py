@@ -9,6 +9,7 @@ import onnx
 
 from amanuensis import export
 from amanuensis.conditions import QOI_MIN
+from amanuensis.export import GraphKind
 from amanuensis.models import WhisperCheckpoint
 from amanuensis.quantize import GRAPHS, build_int8_graph
 from amanuensis.quantize.analysis import TensorError, activation_errors, int8_node_names, quant_params
@@ -17,7 +18,10 @@ from amanuensis.quantize.targets import get_target
 from amanuensis.runtime import Feed
 
 MAX_SIZE_RATIO = 0.30  # INT8 bytes may be at most this share of FP32 bytes
-ERROR_FEEDS = {"encoder": 1, "decoder": 12}  # runs per graph for per-tensor errors (every tensor is kept in memory)
+ERROR_FEEDS = {
+    GraphKind.ENCODER: 1,
+    GraphKind.DECODER: 12,
+}  # runs per graph for per-tensor errors (every tensor is kept in memory)
 
 
 def _graph_facts(
@@ -80,7 +84,7 @@ def build_report(
     return {
         "model": checkpoint.files.name,
         "weights_digest": checkpoint.digest,
-        "export_version": export.EXPORT_VERSION,
+        "export_version": export.VERSIONS["export"],
         "recipe": result.table.to_dict()["recipe"],
         "recipe_description": result.table.recipe.describe(),
         "calibration": {"clips": len(result.table.calibration), "seconds": result.calibration_seconds},

@@ -9,6 +9,7 @@ import pytest
 from amanuensis import export
 from amanuensis.audio import N_SAMPLES, load_audio, log_mel_spectrogram, pad_or_trim
 from amanuensis.engine import WhisperModel
+from amanuensis.export import GraphKind
 from amanuensis.export.free_shapes import free_decoder_shapes
 from amanuensis.quantize import committed_table_path
 from amanuensis.runtime import Decoder, Encoder, ModelRuntime, RuntimeOptions
@@ -42,7 +43,7 @@ def test_a_free_batch_step_gives_the_fixed_batch_graphs_numbers(tiny: WhisperMod
     runtime = ModelRuntime(tiny.checkpoint, tiny.runtime.options)
     shared = runtime.decoder(2)
     assert shared.session is runtime.decoder(1).session and runtime.decoder_sessions == 1
-    fixed = Decoder(export.decoder_step_path(tiny.checkpoint, 2), tiny.checkpoint.dims, runtime.options, 2)
+    fixed = Decoder(export.graph_path(tiny.checkpoint, GraphKind.DECODER, 2), tiny.checkpoint.dims, runtime.options, 2)
     tokens = _prompt(tiny, " Margaret said nothing at all.")
     rows = [tokens, tokens[:3] + tokens[3:][::-1]]
     cross = runtime.encoder(_window())
@@ -66,7 +67,7 @@ def test_int8_rows_of_a_batch_are_the_single_step(tiny_int8: WhisperModel) -> No
 
 
 def test_the_rewrite_takes_only_a_batch_one_step(tiny: WhisperModel) -> None:
-    model = onnx.load(str(export.decoder_step_path(tiny.checkpoint, 2)), load_external_data=False)
+    model = onnx.load(str(export.graph_path(tiny.checkpoint, GraphKind.DECODER, 2)), load_external_data=False)
     with pytest.raises(ValueError, match="batch-1"):
         free_decoder_shapes(model)
 

@@ -6,6 +6,7 @@ import onnx
 
 from amanuensis import export
 from amanuensis.engine import WhisperModel
+from amanuensis.export import GraphKind
 
 
 def _static_dims(value_infos) -> list[list[int | str]]:
@@ -16,8 +17,8 @@ def _static_dims(value_infos) -> list[list[int | str]]:
 
 
 def test_graphs_have_only_static_shapes(tiny: WhisperModel) -> None:
-    encoder = onnx.load(export.encoder_path(tiny.checkpoint), load_external_data=False)
-    decoder = onnx.load(export.decoder_step_path(tiny.checkpoint, 1), load_external_data=False)
+    encoder = onnx.load(export.graph_path(tiny.checkpoint, GraphKind.ENCODER), load_external_data=False)
+    decoder = onnx.load(export.graph_path(tiny.checkpoint, GraphKind.DECODER, 1), load_external_data=False)
     for graph in (encoder.graph, decoder.graph):
         for dims in _static_dims([*graph.input, *graph.output]):
             assert dims and all(isinstance(d, int) and d > 0 for d in dims), dims

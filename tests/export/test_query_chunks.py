@@ -11,6 +11,7 @@ import pytest
 from amanuensis import export
 from amanuensis.devices import CPU_EP, SessionPlan
 from amanuensis.engine import WhisperModel
+from amanuensis.export import GraphKind
 from amanuensis.export.query_chunks import split_attention_queries
 from amanuensis.quantize import committed_table_path
 from amanuensis.runtime import ENCODER_QUERY_CHUNKS, RuntimeOptions
@@ -56,12 +57,12 @@ def test_the_cpu_runtime_runs_the_chunked_encoder(tiny_static_int8: WhisperModel
 
 
 def test_single_query_attention_is_left_alone(tiny: WhisperModel) -> None:
-    decoder = onnx.load(str(export.decoder_step_path(tiny.checkpoint, 1)))
+    decoder = onnx.load(str(export.graph_path(tiny.checkpoint, GraphKind.DECODER, 1)))
     rewritten = split_attention_queries(decoder, 5)
     assert [n.op_type for n in rewritten.graph.node] == [n.op_type for n in decoder.graph.node]
 
 
 def test_chunk_count_must_divide_the_queries(tiny: WhisperModel) -> None:
-    encoder = onnx.load(str(export.encoder_path(tiny.checkpoint)))
+    encoder = onnx.load(str(export.graph_path(tiny.checkpoint, GraphKind.ENCODER)))
     with pytest.raises(ValueError, match="7 query chunks do not divide 1500"):
         split_attention_queries(encoder, 7)

@@ -7,6 +7,7 @@ import onnx
 import onnxruntime as ort
 
 from amanuensis import export
+from amanuensis.export import GraphKind
 from amanuensis.export.io_names import cross_kv_names
 from amanuensis.quantize.dynamic import (
     build_dynamic,
@@ -29,7 +30,7 @@ def _run(model: onnx.ModelProto | str, feed: dict, names: list[str]) -> list[np.
 
 def test_unnormalized_attention_computes_the_same_encoder(tiny, mel_window) -> None:
     """exp(s − max s) @ V / Σ exp(s − max s) is softmax(s) @ V: same cross K/V to float rounding."""
-    path = export.encoder_path(tiny.checkpoint)
+    path = export.graph_path(tiny.checkpoint, GraphKind.ENCODER)
     model = onnx.load(str(path))
     assert unnormalized_attention(model) == tiny.checkpoint.dims.n_audio_layer
     assert not [n for n in model.graph.node if n.op_type == "Softmax"]
@@ -41,7 +42,7 @@ def test_unnormalized_attention_computes_the_same_encoder(tiny, mel_window) -> N
 
 def test_dynamic_encoder_is_integer_and_tracks_fp32(tiny, mel_window, tmp_path) -> None:
     """Every MatMul of the built encoder is an integer kernel, and its cross K/V stay close to FP32."""
-    source = export.encoder_path(tiny.checkpoint)
+    source = export.graph_path(tiny.checkpoint, GraphKind.ENCODER)
     built = tmp_path / "encoder.onnx"
     build_dynamic(source, built, DYNAMIC, query_chunks=5)
     model = onnx.load(str(built))
@@ -56,7 +57,7 @@ def test_dynamic_encoder_is_integer_and_tracks_fp32(tiny, mel_window, tmp_path) 
 
 
 def test_excluded_nodes_stay_float_in_every_query_chunk(tiny, tmp_path) -> None:
-    source = export.encoder_path(tiny.checkpoint)
+    source = export.graph_path(tiny.checkpoint, GraphKind.ENCODER)
     built = tmp_path / "encoder.onnx"
     kept = "encoder/layer_0/self_attention/MatMul"  # one layer's query × key
     build_dynamic(source, built, DYNAMIC, exclude=[kept], query_chunks=5)
@@ -68,7 +69,7 @@ def test_excluded_nodes_stay_float_in_every_query_chunk(tiny, tmp_path) -> None:
 def test_float16_storage_changes_no_number(tiny, mel_window) -> None:
     """Weights from a float16 checkpoint stored as float16 and cast back: half the bytes, the same
     outputs bit for bit."""
-    path = export.encoder_path(tiny.checkpoint)
+    path = export.graph_path(tiny.checkpoint, GraphKind.ENCODER)
     model = onnx.load(str(path))
     assert store_exact_float16(model) > 10
     assert len(model.SerializeToString()) < 0.6 * path.stat().st_size

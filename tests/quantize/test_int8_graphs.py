@@ -15,6 +15,7 @@ from amanuensis import export
 from amanuensis.audio import load_audio, log_mel_spectrogram, pad_or_trim
 from amanuensis.engine import WhisperModel
 from amanuensis.evaluation import word_error_rate
+from amanuensis.export import GraphKind
 from amanuensis.export.graph_index import GraphIndex
 from amanuensis.quantize import build_int8_graph, committed_table_path, load_table
 from amanuensis.quantize.analysis import compute_nodes, int8_node_names
@@ -178,9 +179,9 @@ def test_nodes_kept_float_are_float(tiny, int8_graphs, report, graph: str) -> No
         for n in compute_nodes(
             onnx.load(
                 str(
-                    export.encoder_path(tiny.checkpoint)
+                    export.graph_path(tiny.checkpoint, GraphKind.ENCODER)
                     if graph == "encoder"
-                    else export.decoder_step_path(tiny.checkpoint, 1)
+                    else export.graph_path(tiny.checkpoint, GraphKind.DECODER, 1)
                 )
             )
         )
@@ -193,8 +194,8 @@ def test_nodes_kept_float_are_float(tiny, int8_graphs, report, graph: str) -> No
 def test_int8_is_at_most_thirty_percent_of_fp32_bytes(tiny, flavour: str) -> None:
     table = load_table(tiny.checkpoint, committed_table_path("tiny.en", flavour), flavour)
     fp32 = (
-        export.encoder_path(tiny.checkpoint).stat().st_size
-        + export.decoder_step_path(tiny.checkpoint, 1).stat().st_size
+        export.graph_path(tiny.checkpoint, GraphKind.ENCODER).stat().st_size
+        + export.graph_path(tiny.checkpoint, GraphKind.DECODER, 1).stat().st_size
     )
     int8 = sum(build_int8_graph(tiny.checkpoint, table, g).stat().st_size for g in ("encoder", "decoder"))
     assert int8 <= MAX_SIZE_RATIO * fp32, f"INT8 {int8} bytes vs FP32 {fp32}"

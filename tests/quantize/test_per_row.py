@@ -10,6 +10,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from amanuensis import export
+from amanuensis.export import GraphKind
 from amanuensis.export.graph_index import GraphIndex
 from amanuensis.quantize.dynamic import build_dynamic, dynamic_integer_nodes
 from amanuensis.quantize.per_row import TECHNIQUES, apply_techniques, choose_technique
@@ -30,7 +31,7 @@ def _outputs(path, mel_window) -> list[np.ndarray]:
 
 def _sqnr_alone(tiny, mel_window, tmp_path, node: str, technique: str | None) -> float:
     """Output SQNR of the encoder with only ``node`` quantized (per tensor, or with ``technique``)."""
-    source = export.encoder_path(tiny.checkpoint)
+    source = export.graph_path(tiny.checkpoint, GraphKind.ENCODER)
     built = tmp_path / f"{technique}.onnx"
     build_dynamic(source, built, DYNAMIC, only=[node], techniques={node: technique} if technique else None)
     model = onnx.load(str(built))

@@ -7,13 +7,14 @@ import onnx
 import onnxruntime as ort
 
 from amanuensis import export
+from amanuensis.export import GraphKind
 from amanuensis.quantize.smooth import smooth, smoothable
 
 from ..conftest import sqnr_db
 
 
 def test_folded_scales_keep_the_float_encoder(tiny, mel_window) -> None:
-    path = export.encoder_path(tiny.checkpoint)
+    path = export.graph_path(tiny.checkpoint, GraphKind.ENCODER)
     model = onnx.load(str(path))
     targets = smoothable(model)
     assert "encoder/layer_0/ffn/linear_0/MatMul" in targets

@@ -9,6 +9,7 @@ from onnx import numpy_helper
 
 from amanuensis import export
 from amanuensis.engine import WhisperModel
+from amanuensis.export import GraphKind
 from amanuensis.quantize import load_table
 from amanuensis.quantize.qdq import build_qdq
 from amanuensis.quantize.recipe import QuantRecipe
@@ -29,7 +30,7 @@ def test_vitisai_flavour_has_power_of_two_scales(tiny: WhisperModel, mel_window:
     table = load_table(tiny.checkpoint, target="vitisai")
     assert table.recipe.target == "vitisai" and table.recipe.method == "minmse"
     path = tmp_path / "encoder.onnx"
-    source = export.encoder_path(tiny.checkpoint)
+    source = export.graph_path(tiny.checkpoint, GraphKind.ENCODER)
     build_qdq(source, path, table.recipe, table.ranges["encoder"], table.excluded_nodes["encoder"])
     model = onnx.load(str(path))
     values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
@@ -73,7 +74,7 @@ def test_qnn_weights_per_channel_where_the_htp_takes_them(tiny: WhisperModel, me
     (it reads GELU outputs) gets int8 weights with one scale per output channel and a bias whose
     scale is input scale × that channel's weight scale; the encoder tracks FP32 closer for it."""
     table = load_table(tiny.checkpoint, target="qnn")
-    source = export.encoder_path(tiny.checkpoint)
+    source = export.graph_path(tiny.checkpoint, GraphKind.ENCODER)
     paths = {}
     for per_channel in (False, True):
         paths[per_channel] = tmp_path / f"encoder-{per_channel}.onnx"

@@ -1,7 +1,11 @@
-"""Cached files that are whole or absent.
+"""The graph cache: where built files live, which versions key them, and how they are written.
 
-A built graph is written under a temporary name beside its place, renamed into place, and then
-marked complete by a small ``<name>.size`` file holding its byte count. A file without a matching
+Every built graph (and every file derived from one: rewritten graphs, INT8 builds, their
+parameter files) lives under ``cache_root()``, keyed by the checkpoint's weights digest and the
+versions in ``VERSIONS``; bumping one there makes every cached file it keys be built again.
+
+A file is written under a temporary name beside its place, renamed into place, and then marked
+complete by a small ``<name>.size`` file holding its byte count. A file without a matching
 mark — truncated by a full disk, cut off by a crash between the rename and the mark, or damaged
 by hand — counts as missing and is built again, instead of failing every later run with a
 protobuf error. Two processes building the same file at once each write their own temporary
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +26,25 @@ if TYPE_CHECKING:
     import onnx
 
 MARK_SUFFIX = ".size"
+
+# One place for every version that keys cached files; bump an entry when what it names changes.
+VERSIONS = {
+    "export": 1,  # graph construction from the weights (export/encoder.py, export/decoder.py)
+    "query_chunks": 1,  # the CPU EP's encoder in query slices (export/query_chunks.py)
+    "free_shapes": 1,  # the CPU EP's decoder step of any batch and cache length (export/free_shapes.py)
+    "quantized_io": 2,  # INT8 graphs handing K/V over in 8 bits (export/quantized_io.py)
+    "int8_build": 13,  # what quantize builds from the same range table (quantize/qdq.py, quantize/dynamic.py)
+}
+
+
+def cache_root() -> Path:
+    """Where built graphs live: ``$AMANUENSIS_CACHE``, else the user's cache folder
+    (``$XDG_CACHE_HOME/amanuensis``, by default ``~/.cache/amanuensis``). Never inside the
+    installed package or a checkout, which may be shared or read-only."""
+    env = os.environ.get("AMANUENSIS_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "amanuensis"
 
 
 class CacheNotWritable(UserError):
@@ -78,3 +102,22 @@ def save_atomically(content: onnx.ModelProto | str, path: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def get_or_build(path: Path, build: Callable[[], onnx.ModelProto | str]) -> Path:
+    """``path``, built by ``build`` and saved atomically unless a complete copy is there."""
+    if not is_complete(path):
+        save_atomically(build(), path)
+    return path
+
+
+def stale(derived: Path, source: Path) -> bool:
+    """Whether a file made from ``source`` is missing, incomplete or older than its source."""
+    return not is_complete(derived) or derived.stat().st_mtime < source.stat().st_mtime
+
+
+def get_or_derive(derived: Path, source: Path, build: Callable[[], onnx.ModelProto | str]) -> Path:
+    """``derived`` (made from ``source`` by ``build``), built again when missing or stale."""
+    if stale(derived, source):
+        save_atomically(build(), derived)
+    return derived
