@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime
 import json
 import platform
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,41 +27,19 @@ from common import ROOT, VALIDATION_MANIFEST, model_parser
 from tqdm import tqdm
 
 from amanuensis.audio import SAMPLE_RATE, load_audio
+from amanuensis.cli.flags import add_flags, from_flags
 from amanuensis.engine import WhisperModel
 from amanuensis.evaluation import read_manifest, word_error_rate
 from amanuensis.models import WhisperCheckpoint
 from amanuensis.runtime import RuntimeOptions
-from amanuensis.streaming import StreamOptions
+from amanuensis.streaming import AgreementPolicy, StreamOptions
 from amanuensis.streaming.evaluation import offline_words, run_stream, word_delays
 
 
 def main() -> None:
     parser = model_parser(__doc__)
-    defaults = StreamOptions()
     parser.add_argument("--precision", default="int8", choices=["int8", "fp32"])
-    parser.add_argument("--update-interval", type=float, default=defaults.update_interval_s)
-    parser.add_argument(
-        "--agreement", type=int, default=defaults.agreement, help="hypotheses that must agree on a word"
-    )
-    parser.add_argument(
-        "--agreement-span",
-        type=float,
-        default=defaults.agreement_span_s,
-        help="seconds over which every hypothesis must agree on a word",
-    )
-    parser.add_argument(
-        "--unsure-probability",
-        type=float,
-        default=defaults.unsure_probability,
-        help="a word below this probability must be read the same for --unsure-hold seconds",
-    )
-    parser.add_argument(
-        "--unsure-hold", type=float, default=defaults.unsure_hold_s, help="seconds an unsure word must be read the same"
-    )
-    parser.add_argument("--lookahead", type=float, default=defaults.lookahead_s, help="seconds after a word")
-    parser.add_argument(
-        "--trim-after", type=float, default=defaults.trim_after_s, help="seconds of buffer before a cut"
-    )
+    add_flags(parser, AgreementPolicy)  # the stream command's policy flags (streaming.options)
     parser.add_argument("--limit", type=int, default=None, help="first N clips only")
     parser.add_argument("--continuous", action="store_true", help="one stream of all clips, 0.5 s apart")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
@@ -75,19 +53,11 @@ def main() -> None:
     model = WhisperModel(
         WhisperCheckpoint.load(args.model), RuntimeOptions(precision=args.precision, threads=args.threads)
     )
-    options = StreamOptions(
-        update_interval_s=args.update_interval,
-        agreement=args.agreement,
-        agreement_span_s=args.agreement_span,
-        unsure_probability=args.unsure_probability,
-        unsure_hold_s=args.unsure_hold,
-        lookahead_s=args.lookahead,
-        trim_after_s=args.trim_after,
-    )
+    options = StreamOptions(policy=from_flags(AgreementPolicy, args))
     entries = [entry for manifest in args.manifest for entry in read_manifest(manifest)][: args.limit]
     delays: list[float] = []
     streamed, offline, offline_no_fallback, references = [], [], [], []
-    no_fallback = replace(options, finish_temperatures=(0.0,))
+    no_fallback = replace(options, decoding=replace(options.decoding, finish_temperatures=(0.0,)))
     compute = duration = 0.0
     missed = 0
     recordings = [(load_audio(e.audio).samples, e.reference) for e in entries]
@@ -110,13 +80,7 @@ def main() -> None:
     figures = {
         "model": args.model,
         "precision": args.precision,
-        "update_interval_s": args.update_interval,
-        "agreement": args.agreement,
-        "agreement_span_s": args.agreement_span,
-        "unsure_probability": args.unsure_probability,
-        "unsure_hold_s": args.unsure_hold,
-        "lookahead_s": args.lookahead,
-        "trim_after_s": args.trim_after,
+        **asdict(options.policy),
         "manifests": [
             str(Path(m).resolve().relative_to(ROOT)) if Path(m).resolve().is_relative_to(ROOT) else m
             for m in args.manifest

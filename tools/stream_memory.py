@@ -81,8 +81,8 @@ def main() -> None:
                 "rows": rows,
                 "peak_rss_mib": round(peak, 1),
                 "measured": datetime.date.today().isoformat(),
-                "update_interval_s": options.update_interval_s,
-                "agreement_span_s": options.agreement_span_s,
+                "update_interval_s": options.policy.update_interval_s,
+                "agreement_span_s": options.policy.agreement_span_s,
                 "threads": args.threads,
             }
             json.dump(summary, handle, indent=1)

@@ -31,7 +31,7 @@ from amanuensis.engine import WhisperModel
 from amanuensis.evaluation import read_manifest, word_error_rate
 from amanuensis.models import WhisperCheckpoint
 from amanuensis.runtime import RuntimeOptions
-from amanuensis.streaming import StreamOptions, Word
+from amanuensis.streaming import AgreementPolicy, StreamOptions, Word
 from amanuensis.streaming.evaluation import StreamRun, offline_words, replay, run_stream, word_delays
 
 CALIBRATION_MANIFESTS = sorted((ROOT / "calibration_audio").glob("*/refs.tsv"))
@@ -77,7 +77,7 @@ def main() -> None:
     recordings: dict[tuple[float, str], list[tuple[StreamRun, list[Word]]]] = {}
     for interval, variant in itertools.product(args.intervals, args.variants):
         rng = np.random.default_rng(SEED)  # the same noisy audio at every interval
-        options = StreamOptions(update_interval_s=interval)
+        options = StreamOptions(policy=AgreementPolicy(update_interval_s=interval))
         recordings[interval, variant] = []
         for index in tqdm(range(len(clips)), desc=f"{interval} s, {variant}", unit="clip"):
             samples = make_variant(variant, index, clips, rng)
@@ -90,9 +90,10 @@ def main() -> None:
     rows = []
     settings = itertools.product(args.intervals, args.spans, args.unsure_probability, args.unsure_hold)
     for interval, span, probability, hold in settings:
-        options = StreamOptions(
+        policy = AgreementPolicy(
             update_interval_s=interval, agreement_span_s=span, unsure_probability=probability, unsure_hold_s=hold
         )
+        options = StreamOptions(policy=policy)
         per_variant = []
         for variant in args.variants:
             group = recordings[interval, variant]

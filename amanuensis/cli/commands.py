@@ -15,7 +15,15 @@ from amanuensis.transcribe import TranscribeOptions
 
 
 def run_stream(args: argparse.Namespace) -> int:
-    from amanuensis.streaming import CONFIRMED, AudioFormat, StreamOptions, TranscriptionStream
+    from amanuensis.cli.flags import from_flags
+    from amanuensis.streaming import (
+        CONFIRMED,
+        AgreementPolicy,
+        AudioFormat,
+        StreamDecoding,
+        StreamOptions,
+        TranscriptionStream,
+    )
     from amanuensis.streaming.sources import file_chunks, paced, pipe_chunks
     from amanuensis.writers import format_timestamp
 
@@ -25,14 +33,8 @@ def run_stream(args: argparse.Namespace) -> int:
         raise UsageError("--chunk-ms must be positive and --realtime-factor not negative")
     try:
         options = StreamOptions(
-            language=args.language,
-            task=args.task,
-            beam_size=args.beam_size,
-            update_interval_s=args.update_interval,
-            agreement=args.agreement,
-            unsure_probability=args.unsure_probability,
-            unsure_hold_s=args.unsure_hold,
-            agreement_span_s=args.agreement_span,
+            decoding=StreamDecoding(language=args.language, task=args.task, beam_size=args.beam_size),
+            policy=from_flags(AgreementPolicy, args),
         )
         raw = AudioFormat(args.sample_rate, args.channels, "int16" if args.input_format == "s16le" else "float32")
     except ValueError as exc:

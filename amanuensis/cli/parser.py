@@ -71,12 +71,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_stream_parser(commands) -> None:
-    from amanuensis.streaming import StreamOptions
+    from amanuensis.cli.flags import add_flags
+    from amanuensis.streaming import AgreementPolicy
     from amanuensis.streaming.sources import DEFAULT_CHUNK_S
 
-    defaults = StreamOptions()
-    interval, agreement, unsure = defaults.update_interval_s, defaults.agreement, defaults.unsure_probability
-    hold, span = defaults.unsure_hold_s, defaults.agreement_span_s
     st = commands.add_parser(
         "stream", help="live transcription of a file played in real time, or of PCM/wav piped to stdin ('-')"
     )
@@ -85,39 +83,7 @@ def add_stream_parser(commands) -> None:
     st.add_argument("--language", default=None, help="language code; detected at the first words when omitted")
     st.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
     st.add_argument("--beam-size", type=int, default=1, help="beams per update (default 1: greedy)")
-    st.add_argument(
-        "--update-interval",
-        type=float,
-        default=interval,
-        help=f"seconds of new audio between updates (default {interval})",
-    )
-    st.add_argument(
-        "--agreement",
-        type=int,
-        default=agreement,
-        help=f"consecutive updates that must agree on a word before it is confirmed (default {agreement}; "
-        "more: later, closer to an offline transcription; with the default interval and span, three agree already)",
-    )
-    st.add_argument(
-        "--agreement-span",
-        type=float,
-        default=span,
-        help=f"seconds of audio over which every update must also agree on a word (default {span}; "
-        "0: only --agreement consecutive updates)",
-    )
-    st.add_argument(
-        "--unsure-probability",
-        type=float,
-        default=unsure,
-        help=f"a word the model gives less probability than this must be read the same for --unsure-hold "
-        f"seconds (default {unsure}; 0: every word needs only --agreement updates)",
-    )
-    st.add_argument(
-        "--unsure-hold",
-        type=float,
-        default=hold,
-        help=f"seconds of audio over which every update must read an unsure word the same (default {hold})",
-    )
+    add_flags(st, AgreementPolicy)  # --update-interval, --agreement, … (streaming.options)
     st.add_argument(
         "--realtime-factor",
         type=float,

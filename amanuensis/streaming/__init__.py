@@ -2,11 +2,11 @@
 
 from amanuensis.streaming.agreement import Word
 from amanuensis.streaming.input import AudioFormat
+from amanuensis.streaming.options import AgreementPolicy, StreamDecoding, StreamOptions, VadOptions
 from amanuensis.streaming.stream import (
     CONFIRMED,
     PARTIAL,
     StreamEvent,
-    StreamOptions,
     StreamStats,
     TranscriptionStream,
     astream_chunks,
@@ -17,11 +17,14 @@ from amanuensis.streaming.stream import (
 __all__ = [
     "CONFIRMED",
     "PARTIAL",
+    "AgreementPolicy",
     "AudioFormat",
+    "StreamDecoding",
     "StreamEvent",
     "StreamOptions",
     "StreamStats",
     "TranscriptionStream",
+    "VadOptions",
     "Word",
     "astream_chunks",
     "confirmed_text",

@@ -26,13 +26,8 @@ import numpy as np
 
 from amanuensis.audio import SAMPLE_RATE
 from amanuensis.streaming.agreement import LocalAgreement, Word, split_words
-from amanuensis.streaming.stream import (
-    CONFIRMED,
-    StreamEvent,
-    StreamOptions,
-    TranscriptionStream,
-    local_agreement,
-)
+from amanuensis.streaming.options import StreamOptions
+from amanuensis.streaming.stream import CONFIRMED, StreamEvent, TranscriptionStream, local_agreement
 
 if TYPE_CHECKING:
     from amanuensis.engine import WhisperModel
@@ -97,7 +92,7 @@ def run_stream(model: WhisperModel, samples: np.ndarray, options: StreamOptions 
     stream = TranscriptionStream(model, options)
     agreement = local_agreement(options, RecordingAgreement)
     stream._agreement = agreement  # the same rules, and a record of their use
-    step = round(options.update_interval_s * SAMPLE_RATE)
+    step = round(options.policy.update_interval_s * SAMPLE_RATE)
     events_by_feed: list[list[StreamEvent]] = []
     compute: list[float] = []
     arrivals: list[float] = []
@@ -168,7 +163,7 @@ def replay(run: StreamRun, options: StreamOptions) -> StreamRun:
 
 def offline_words(model: WhisperModel, samples: np.ndarray, options: StreamOptions) -> list[Word]:
     """The offline transcription's words with estimated times, decoded as the stream decodes."""
-    segments, _ = model.transcribe(samples, options.transcribe_options(options.language))
+    segments, _ = model.transcribe(samples, options.decoding.transcribe_options(options.decoding.language))
     return [w for i, s in enumerate(segments) for w in split_words(s.text, s.start, s.end, i)]
 
 

@@ -19,31 +19,23 @@ import asyncio
 import math
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from amanuensis.audio import SAMPLE_RATE, peak_frame_dbfs
-from amanuensis.errors import OptionsError
 from amanuensis.streaming.agreement import LocalAgreement, Word, split_words
 from amanuensis.streaming.input import AudioFormat, InputConverter
-from amanuensis.streaming.vad import DEFAULT_THRESHOLD, WINDOW, SileroVad
-from amanuensis.transcribe import (
-    DEFAULT_TEMPERATURES,
-    Segment,
-    TranscribeOptions,
-    check_language,
-    fails_checks,
-    transcribe,
-)
+from amanuensis.streaming.options import StreamOptions
+from amanuensis.streaming.vad import WINDOW, SileroVad
+from amanuensis.transcribe import Segment, check_language, fails_checks, transcribe
 
 if TYPE_CHECKING:
     from amanuensis.engine import WhisperModel
 
 PARTIAL = "partial"  # event kind: the unconfirmed tail; replaces the previous partial, may change
 CONFIRMED = "confirmed"  # event kind: words appended to the transcript; never change again
-WINDOW_S = 30.0  # seconds the encoder sees: the buffer must stay shorter
 PROMPT_CHARS = 200  # characters of confirmed text (already cut from the buffer) given as the prompt
 NO_SPEECH_KEEP_S = 1.0  # when a long buffer held no words at all, keep this much of its end
 SPEECH_PAD_S = 0.4  # audio kept when a buffer without speech is dropped: a word may be starting
@@ -53,80 +45,11 @@ SPEECH_PAD_S = 0.4  # audio kept when a buffer without speech is dropped: a word
 # to 224 tokens (about 1 s of CPU here) at every update.
 TOKENS_BASE = 16
 TOKENS_PER_S = 8.0
-VAD_CHOICES = ("silero", None)
 # A cut never goes past this many seconds per letter from the start of the segment it cuts in
 # (about half the pace of slow read speech): a decode may stretch a segment's end over speech it
 # skipped ("Gothic and Roman." over 24 s of the next speaker), and cutting there would drop
 # that speech unread.
 MAX_SECONDS_PER_LETTER = 0.15
-
-
-@dataclass(frozen=True)
-class StreamOptions:
-    language: str | None = None  # None: English for .en models, detected at the first words otherwise
-    task: str = "transcribe"  # or "translate" (multilingual models)
-    update_interval_s: float = 0.375  # new audio between updates; must exceed an update's compute time
-    trim_after_s: float = 20.0  # a longer buffer is cut at the end of its last confirmed segment
-    max_buffer_s: float = 25.0  # hard limit (< 30 s window): cut at the last confirmed word
-    lookahead_s: float = 0.5  # audio that must follow a word (by its estimated end) before it is confirmed
-    agreement: int = 2  # consecutive hypotheses that must agree on a word (LocalAgreement-n)
-    # Every hypothesis over at least this many seconds of audio must agree on a word as well
-    # (0 = off): readings made a moment apart share their mistakes. With 0.375 s updates, a
-    # word is confirmed up to 0.375 s sooner than with 0.75 s updates and no span, and is read
-    # over as much audio.
-    agreement_span_s: float = 0.75
-    # A word the model is unsure of (probability below this in either of the latest two
-    # hypotheses: names, rare words, noise) must be read the same by every hypothesis over at
-    # least unsure_hold_s seconds of audio. 0 = off.
-    unsure_probability: float = 0.4
-    unsure_hold_s: float = 3.0  # seconds of audio over which the hypotheses must agree on an unsure word
-    beam_size: int | None = None  # None/1 = greedy, so an update fits in the interval on a CPU
-    # Fallback ladder of an update. A hypothesis that fails Whisper's checks at its last
-    # temperature (too repetitive, too unsure) is not used: the next update tries again.
-    temperatures: tuple[float, ...] = (0.0,)
-    # Ladder of the final decode at finish(), whose text is confirmed as it is: it gets
-    # Whisper's full fallback, as an offline transcription would.
-    finish_temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
-    no_speech_threshold: float | None = 0.6  # Whisper's no-speech rule (see TranscribeOptions)
-    logprob_threshold: float | None = -1.0  # see TranscribeOptions
-    compression_ratio_threshold: float | None = 2.4  # see TranscribeOptions
-    # A buffer whose loudest 25 ms frame is quieter than this (dBFS) is silence: it is not
-    # decoded and is dropped. None = no energy gate.
-    silence_threshold_db: float | None = -60.0
-    # "silero": a buffer in which Silero VAD hears no speech is not decoded either (noise,
-    # music, room tone: Whisper invents words for them). None = the energy gate alone.
-    vad: str | None = "silero"
-    vad_threshold: float = DEFAULT_THRESHOLD  # speech probability of a 32 ms window that counts as speech
-
-    def __post_init__(self) -> None:
-        if self.vad not in VAD_CHOICES:
-            raise OptionsError(f"vad must be 'silero' or None, got {self.vad!r}")
-        if self.update_interval_s <= 0:
-            raise OptionsError("update_interval_s must be positive")
-        if self.agreement < 2:
-            raise OptionsError(f"agreement needs at least 2 hypotheses, got {self.agreement}")
-        if not 0 <= self.unsure_probability <= 1:
-            raise OptionsError("unsure_probability is a probability (0 … 1)")
-        if self.unsure_hold_s < 0 or self.agreement_span_s < 0:
-            raise OptionsError("unsure_hold_s and agreement_span_s must not be negative")
-        if not 0 < self.trim_after_s <= self.max_buffer_s < WINDOW_S - self.update_interval_s:
-            raise OptionsError(
-                f"need 0 < trim_after_s ≤ max_buffer_s < {WINDOW_S:.0f} s − update_interval_s "
-                f"(got {self.trim_after_s}, {self.max_buffer_s}, {self.update_interval_s})"
-            )
-
-    def transcribe_options(self, language: str | None, final: bool = True, **overrides: Any) -> TranscribeOptions:
-        """How one buffer is decoded: an update's, or the final one's (offline comparisons use that)."""
-        return TranscribeOptions(
-            language=language,
-            task=self.task,
-            beam_size=self.beam_size,
-            temperatures=self.finish_temperatures if final else self.temperatures,
-            no_speech_threshold=self.no_speech_threshold,
-            logprob_threshold=self.logprob_threshold,
-            compression_ratio_threshold=self.compression_ratio_threshold,
-            **overrides,
-        )
 
 
 @dataclass(frozen=True)
@@ -160,16 +83,23 @@ class TranscriptionStream:
         model: WhisperModel,
         options: StreamOptions | None = None,
         audio_format: AudioFormat | None = None,
-        **fields: Any,
+        *,
+        language: str | None = None,
+        task: str | None = None,
     ) -> None:
-        """``TranscriptionStream(model, language="en")``: ``fields`` override ``options``'
-        StreamOptions fields."""
-        self.options = replace(options or StreamOptions(), **fields)
+        """``TranscriptionStream(model, language="en")``: ``language`` and ``task`` override
+        ``options.decoding``'s."""
+        options = options or StreamOptions()
+        if language is not None or task is not None:
+            options = options.with_language(language or options.decoding.language, task)
+        self.options = options
         self._runtime = model.runtime
         self._tokenizer = model.tokenizer
-        check_language(model.tokenizer, self.options.language, self.options.task)  # now, not at the first update
+        check_language(
+            model.tokenizer, self.options.decoding.language, self.options.decoding.task
+        )  # now, not at the first update
         self._converter = InputConverter(audio_format or AudioFormat())
-        self._vad = SileroVad() if self.options.vad == "silero" else None
+        self._vad = SileroVad() if self.options.vad.model == "silero" else None
         self._vad_windows = 0  # VAD windows judged so far
         self._speech_until = 0  # stream sample index where the last speech window ends
         self._lock = threading.Lock()
@@ -179,7 +109,7 @@ class TranscriptionStream:
         self._agreement = local_agreement(self.options)
         self._hypothesis: list[Word] = []  # the latest transcription of the buffer
         self._prompt = ""  # tail of the confirmed text already cut from the buffer
-        self._language = self.options.language
+        self._language = self.options.decoding.language
         self._last_partial = ""
         self._confirmed_until = 0.0  # end of the last confirmed event, seconds
         self._finished = False
@@ -231,7 +161,7 @@ class TranscriptionStream:
 
     def _take(self, samples: np.ndarray) -> list[StreamEvent]:
         """Append samples, updating at every ``update_interval_s`` boundary of the stream."""
-        step = round(self.options.update_interval_s * SAMPLE_RATE)
+        step = round(self.options.policy.update_interval_s * SAMPLE_RATE)
         events: list[StreamEvent] = []
         while len(samples):
             room = step - self._since_update
@@ -251,7 +181,7 @@ class TranscriptionStream:
         if self._vad is None:
             return
         probs = self._vad(samples)
-        speech = np.flatnonzero(probs >= self.options.vad_threshold)
+        speech = np.flatnonzero(probs >= self.options.vad.threshold)
         if len(speech):
             self._speech_until = (self._vad_windows + int(speech[-1]) + 1) * WINDOW
         self._vad_windows += len(probs)
@@ -260,7 +190,7 @@ class TranscriptionStream:
         """Nothing worth decoding in the buffer: too quiet, or no speech according to the VAD."""
         if len(self._buffer) == 0:
             return True
-        threshold = self.options.silence_threshold_db
+        threshold = self.options.vad.silence_threshold_db
         if threshold is not None and peak_frame_dbfs(self._buffer) < threshold:
             return True
         return self._vad is not None and self._speech_until <= self._buffer_start
@@ -285,7 +215,9 @@ class TranscriptionStream:
                 self._prompt = ""
             else:
                 self._hypothesis = hypothesis
-                confirmed = self._agreement.update(hypothesis, self._now(), self._now() - self.options.lookahead_s)
+                confirmed = self._agreement.update(
+                    hypothesis, self._now(), self._now() - self.options.policy.lookahead_s
+                )
             if final:
                 confirmed += self._agreement.confirm_partial()
             if confirmed:
@@ -304,7 +236,7 @@ class TranscriptionStream:
 
     def _transcribe(self, final: bool) -> list[Word] | None:
         """The buffer's words, or None when an update's decode failed Whisper's checks."""
-        transcribe_options = self.options.transcribe_options(
+        transcribe_options = self.options.decoding.transcribe_options(
             self._language,
             final,
             initial_prompt=self._prompt or None,
@@ -343,7 +275,7 @@ class TranscriptionStream:
     def _trim(self) -> list[StreamEvent]:
         """Keep the buffer short: cut at a confirmed segment end, or by force at the hard limit."""
         length_s = len(self._buffer) / SAMPLE_RATE
-        if length_s <= self.options.trim_after_s:
+        if length_s <= self.options.policy.trim_after_s:
             return []
         confirmed = len(self._agreement.in_buffer)
         # The end of a segment that is followed by another is a reliable cut; the last segment's
@@ -358,7 +290,7 @@ class TranscriptionStream:
         if best is not None:
             self._cut_at(plausible_end(self._hypothesis, best - 1), best)
             return []
-        if length_s <= self.options.max_buffer_s:
+        if length_s <= self.options.policy.max_buffer_s:
             return []
         events: list[StreamEvent] = []
         if not confirmed and self._agreement.partial:
@@ -394,8 +326,9 @@ class TranscriptionStream:
 
 
 def local_agreement(options: StreamOptions, kind: type[LocalAgreement] = LocalAgreement) -> LocalAgreement:
-    """The agreement policy ``options`` ask for (``kind``: LocalAgreement or a subclass)."""
-    return kind(options.agreement, options.unsure_probability, options.unsure_hold_s, options.agreement_span_s)
+    """The agreement rule the options' policy describes."""
+    policy = options.policy
+    return kind(policy.agreement, policy.unsure_probability, policy.unsure_hold_s, policy.agreement_span_s)
 
 
 def plausible_end(words: list[Word], index: int) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from amanuensis.audio import load_audio
 from amanuensis.engine import WhisperModel
-from amanuensis.streaming import CONFIRMED, StreamOptions
+from amanuensis.streaming import CONFIRMED, AgreementPolicy, StreamOptions
 from amanuensis.streaming.evaluation import StreamRun, replay, run_stream
 
 from ..conftest import SAMPLE
@@ -21,7 +21,7 @@ def test_replay_confirms_what_a_real_stream_with_those_settings_confirms(tiny_in
     assert not recorded.trimmed  # a short clip: the buffer is never cut before the end
     assert confirmations(replay(recorded, StreamOptions())) == confirmations(recorded)
     # Every word unsure, held for 1 s: the same hypotheses, later confirmations.
-    held = StreamOptions(unsure_probability=1.0, unsure_hold_s=1.0)
+    held = StreamOptions(policy=AgreementPolicy(unsure_probability=1.0, unsure_hold_s=1.0))
     real = run_stream(tiny_int8, speech, held)
     replayed = replay(recorded, held)
     assert confirmations(replayed) == confirmations(real)
@@ -31,11 +31,13 @@ def test_replay_confirms_what_a_real_stream_with_those_settings_confirms(tiny_in
     assert len(replayed.shown_at) == len(replayed.events) and replayed.shown_at[-1] >= recorded.duration
     # Agreement over a span of two updates, replayed on a recording without one, as
     # tools/stream_replay.py does.
-    often = StreamOptions(agreement_span_s=0.0)
-    spanned = StreamOptions(agreement_span_s=2 * often.update_interval_s)
+    often = StreamOptions(policy=AgreementPolicy(agreement_span_s=0.0))
+    spanned = StreamOptions(policy=AgreementPolicy(agreement_span_s=2 * often.policy.update_interval_s))
     recorded_often = run_stream(tiny_int8, speech, often)
     replayed = replay(recorded_often, spanned)
     assert confirmations(replayed) == confirmations(run_stream(tiny_int8, speech, spanned))
     assert confirmations(replayed) != confirmations(recorded_often)  # the span held words back
     # A buffer cut short feeds this run's confirmations back as the prompt: no exact replay.
-    assert run_stream(tiny_int8, speech, StreamOptions(trim_after_s=2.0, max_buffer_s=4.0)).trimmed
+    assert run_stream(
+        tiny_int8, speech, StreamOptions(policy=AgreementPolicy(trim_after_s=2.0, max_buffer_s=4.0))
+    ).trimmed

@@ -16,10 +16,13 @@ from amanuensis.evaluation import word_error_rate
 from amanuensis.streaming import (
     CONFIRMED,
     PARTIAL,
+    AgreementPolicy,
     AudioFormat,
+    StreamDecoding,
     StreamEvent,
     StreamOptions,
     TranscriptionStream,
+    VadOptions,
     astream_chunks,
     confirmed_text,
     stream_chunks,
@@ -32,6 +35,10 @@ from amanuensis.transcribe import Segment, fails_checks
 from ..conftest import CALIBRATION_DIR, SAMPLE, SAMPLE_REFERENCE, silence
 
 RATE = 16000
+
+
+def with_policy(options: StreamOptions, **fields) -> StreamOptions:
+    return replace(options, policy=replace(options.policy, **fields))
 
 
 @pytest.fixture(scope="module")
@@ -94,16 +101,16 @@ def first_confirmation(events: list[StreamEvent]) -> float:
 
 
 # LocalAgreement counted in updates: no span, so that the count alone decides.
-BY_COUNT = StreamOptions(unsure_probability=0.0, agreement_span_s=0.0)
+BY_COUNT = StreamOptions(policy=AgreementPolicy(unsure_probability=0.0, agreement_span_s=0.0))
 
 
 def test_three_way_agreement_confirms_later_and_loses_nothing(tiny_int8: WhisperModel, speech: np.ndarray) -> None:
     two = list(stream_chunks(tiny_int8, random_chunks(speech, 3), BY_COUNT))
-    three = list(stream_chunks(tiny_int8, random_chunks(speech, 3), replace(BY_COUNT, agreement=3)))
+    three = list(stream_chunks(tiny_int8, random_chunks(speech, 3), with_policy(BY_COUNT, agreement=3)))
     assert first_confirmation(three) > first_confirmation(two)
     assert word_error_rate([SAMPLE_REFERENCE], [confirmed_text(three)]) == 0.0
     with pytest.raises(ValueError, match="at least 2"):
-        StreamOptions(agreement=1)
+        StreamOptions(policy=AgreementPolicy(agreement=1))
 
 
 def test_unsure_words_wait_for_the_hold_span(tiny_int8: WhisperModel, speech: np.ndarray) -> None:
@@ -113,11 +120,11 @@ def test_unsure_words_wait_for_the_hold_span(tiny_int8: WhisperModel, speech: np
     plain = confirmations(BY_COUNT)
     # Every word is unsure below probability 1: with a hold of two update intervals, agreement 2
     # then waits as agreement 3 does, and as a span of two intervals; a longer hold waits longer.
-    two_intervals = 2 * BY_COUNT.update_interval_s
-    everything_unsure = confirmations(replace(BY_COUNT, unsure_probability=1.0, unsure_hold_s=two_intervals))
-    three = confirmations(replace(BY_COUNT, agreement=3))
-    spanned = confirmations(replace(BY_COUNT, agreement_span_s=two_intervals))
-    held_longer = confirmations(replace(BY_COUNT, unsure_probability=1.0, unsure_hold_s=3.0))
+    two_intervals = 2 * BY_COUNT.policy.update_interval_s
+    everything_unsure = confirmations(with_policy(BY_COUNT, unsure_probability=1.0, unsure_hold_s=two_intervals))
+    three = confirmations(with_policy(BY_COUNT, agreement=3))
+    spanned = confirmations(with_policy(BY_COUNT, agreement_span_s=two_intervals))
+    held_longer = confirmations(with_policy(BY_COUNT, unsure_probability=1.0, unsure_hold_s=3.0))
     first = [first_confirmation(events) for events in (plain, everything_unsure, three, spanned, held_longer)]
     assert first[0] < first[1] == first[2] == first[3] < first[4]
     assert word_error_rate([SAMPLE_REFERENCE], [confirmed_text(everything_unsure)]) == 0.0
@@ -126,17 +133,17 @@ def test_unsure_words_wait_for_the_hold_span(tiny_int8: WhisperModel, speech: np
     probabilities = [w.probability for e in plain for w in e.words]
     assert all(0 < p <= 1 for p in probabilities) and min(probabilities) < 0.9
     with pytest.raises(ValueError, match="probability"):
-        StreamOptions(unsure_probability=1.5)
+        StreamOptions(policy=AgreementPolicy(unsure_probability=1.5))
     with pytest.raises(ValueError, match="unsure_hold_s"):
-        StreamOptions(unsure_hold_s=-1.0)
+        StreamOptions(policy=AgreementPolicy(unsure_hold_s=-1.0))
     with pytest.raises(ValueError, match="agreement_span_s"):
-        StreamOptions(agreement_span_s=-0.5)
+        StreamOptions(policy=AgreementPolicy(agreement_span_s=-0.5))
 
 
 def test_hypotheses_that_fail_whispers_checks_confirm_nothing(tiny_int8: WhisperModel, speech: np.ndarray) -> None:
     """A looping or unsure decode is not evidence: with a log-probability floor no decode can
     reach, every update is rejected, and only the final decode (confirmed as it is) gives text."""
-    options = StreamOptions(logprob_threshold=0.0, finish_temperatures=(0.0,))
+    options = StreamOptions(decoding=StreamDecoding(logprob_threshold=0.0, finish_temperatures=(0.0,)))
     stream = TranscriptionStream(tiny_int8, options)
     before_finish = []
     for chunk in random_chunks(speech, 7):
@@ -145,7 +152,7 @@ def test_hypotheses_that_fail_whispers_checks_confirm_nothing(tiny_int8: Whisper
     assert stream.stats.rejected == stream.stats.updates > 0
     final = stream.finish()
     assert word_error_rate([SAMPLE_REFERENCE], [confirmed_text(final)]) == 0.0
-    default = StreamOptions().transcribe_options(None, final=False)
+    default = StreamOptions().decoding.transcribe_options(None, final=False)
     fluent = Segment(0, 0, 0.0, 1.0, " a", [], [], 0.0, avg_logprob=-0.3, compression_ratio=1.2, no_speech_prob=0.1)
     assert not fails_checks(fluent, default)
     assert fails_checks(replace(fluent, compression_ratio=3.0), default)
@@ -181,7 +188,7 @@ def test_without_vad_whisper_alone_rejects_quiet_but_not_all_noise(tiny: Whisper
     same noise is never decoded (test_silence_and_noise_confirm_nothing)."""
     rng = np.random.default_rng(5)
     noise = rng.normal(0, 0.1, 12 * RATE).astype(np.float32)
-    options = StreamOptions(vad=None)
+    options = StreamOptions(vad=VadOptions(model=None))
     stream = TranscriptionStream(tiny, options)
     events = feed_all(stream, random_chunks(noise, 6))
     assert stream.stats.updates > 0
@@ -270,7 +277,7 @@ def test_misuse_is_refused_clearly(tiny_int8: WhisperModel, speech: np.ndarray) 
     with pytest.raises(ValueError, match="English-only"):
         TranscriptionStream(tiny_int8, language="de")
     with pytest.raises(ValueError, match="max_buffer_s"):
-        StreamOptions(trim_after_s=20, max_buffer_s=29.8)
+        StreamOptions(policy=AgreementPolicy(trim_after_s=20, max_buffer_s=29.8))
 
 
 def _stream_wer(model: WhisperModel, entries, seed: int) -> tuple[float, list[str]]:
@@ -326,7 +333,7 @@ def test_a_cut_stops_where_the_words_could_have_ended() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "options",
-    [StreamOptions(unsure_probability=0.0, trim_after_s=15.0), StreamOptions()],
+    [StreamOptions(policy=AgreementPolicy(unsure_probability=0.0, trim_after_s=15.0)), StreamOptions()],
     ids=["lost-before", "defaults"],
 )
 def test_speech_after_digital_silence_is_not_cut_away_unread(
@@ -358,8 +365,8 @@ def test_long_stream_stays_bounded(tiny_int8: WhisperModel, validation) -> None:
         longest = max(longest, stream.stats.buffered_samples)
         assert len(stream._prompt) <= PROMPT_CHARS
     stream.finish()
-    assert longest <= (options.max_buffer_s + options.update_interval_s) * RATE
+    assert longest <= (options.policy.max_buffer_s + options.policy.update_interval_s) * RATE
     gaps = np.diff([0.0, *confirmed_at])
-    assert gaps.max() < options.max_buffer_s  # confirmations never stall for a whole buffer
+    assert gaps.max() < options.policy.max_buffer_s  # confirmations never stall for a whole buffer
     stats = stream.stats
     assert stats.fed_samples == len(audio) == stats.transcribed_samples + stats.silent_samples

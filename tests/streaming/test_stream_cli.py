@@ -83,3 +83,27 @@ def test_silence_says_nothing_was_heard(tmp_path: Path) -> None:
     result = run("stream", path, "--realtime-factor", "0")
     assert result.returncode == 0 and result.stdout == ""
     assert "no speech heard in 5.0 s" in result.stderr
+
+
+def test_policy_flags_come_from_the_options_with_their_defaults() -> None:
+    """`stream` has a flag for each flagged AgreementPolicy field, with the field's default; what
+    they parse to is the policy (the tools build their flags the same way)."""
+    import argparse
+
+    from amanuensis.cli.flags import add_flags, from_flags
+    from amanuensis.streaming import AgreementPolicy, StreamDecoding
+    from amanuensis.transcribe import TranscribeOptions
+
+    parser = argparse.ArgumentParser()
+    add_flags(parser, AgreementPolicy)
+    assert from_flags(AgreementPolicy, parser.parse_args([])) == AgreementPolicy()
+    chosen = from_flags(AgreementPolicy, parser.parse_args(["--agreement", "3", "--trim-after", "12.5"]))
+    assert chosen == AgreementPolicy(agreement=3, trim_after_s=12.5)
+    help_text = run("stream", "--help").stdout
+    for flag in ("--update-interval", "--agreement-span", "--unsure-probability", "--unsure-hold", "--lookahead"):
+        assert flag in help_text
+    # Whisper's checks have one default, offline and streaming alike
+    offline, streaming = TranscribeOptions(), StreamDecoding()
+    assert streaming.logprob_threshold == offline.logprob_threshold
+    assert streaming.compression_ratio_threshold == offline.compression_ratio_threshold
+    assert streaming.no_speech_threshold == offline.no_speech_threshold
