@@ -28,6 +28,7 @@ from amanuensis.decoding import DecodingOptions, DecodingResult, decode_window, 
 from amanuensis.errors import OptionsError
 from amanuensis.runtime import ModelRuntime
 from amanuensis.tokenizer import TIMESTAMP_PRECISION_S, Tokenizer
+from amanuensis.vad import TimeMap, VadFilter, speech_spans
 
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 INPUT_STRIDE = N_SAMPLES_PER_TOKEN // HOP_LENGTH  # mel frames per timestamp step (2)
@@ -62,6 +63,10 @@ class TranscribeOptions:
     # Windows whose loudest 25 ms frame is quieter than this (dBFS) are silence: skipped
     # without decoding, since Whisper invents words ("you") for digital silence. None = off.
     silence_threshold_db: float | None = -60.0
+    # Transcribe only the speech Silero VAD finds (faster-whisper's vad_filter): Whisper stamps
+    # speech that follows a long stretch of noise from the start of its window, and writes
+    # " ." for noise it is sure is not speech. Segment times stay those of the input. None = off.
+    vad_filter: VadFilter | None = None
 
     def __post_init__(self) -> None:
         if not self.temperatures:
@@ -215,6 +220,15 @@ def transcribe(
     check_tokens(dims.n_vocab, options.suppress_tokens)
     if options.window_padding not in WINDOW_PADDINGS:
         raise OptionsError(f"window_padding must be one of {', '.join(WINDOW_PADDINGS)}")
+    duration = len(samples) / SAMPLE_RATE
+    time_map = TimeMap([])
+    if options.vad_filter is not None:
+        spans = speech_spans(samples, options.vad_filter)
+        if not spans:
+            known = options.language is not None or not tokenizer.multilingual
+            return iter(()), TranscriptionInfo(options.language or "en", 1.0 if known else 0.0, duration)
+        time_map = TimeMap(spans)
+        samples = np.concatenate([samples[a:b] for a, b in spans])
     pad_samples = N_SAMPLES if options.window_padding == "silence" else HOP_LENGTH
     mel = LogMelWindows(samples, dims.n_mels, padding=pad_samples)  # one window at a time: bounded memory
     content_frames = len(samples) // HOP_LENGTH
@@ -223,7 +237,7 @@ def transcribe(
         frames = N_FRAMES if options.window_padding == "silence" else min(N_FRAMES, content_frames - seek)
         return pad_or_trim(mel.window(seek, frames))
 
-    info = TranscriptionInfo("en", 1.0, len(samples) / SAMPLE_RATE)
+    info = TranscriptionInfo("en", 1.0, duration)
     first_cross = None
     if tokenizer.multilingual:
         if options.language is None:
@@ -277,6 +291,7 @@ def transcribe(
                 if start == end or not text.strip():
                     continue
                 all_tokens.extend(piece)
+                start, end = time_map.original(start), time_map.original(end, is_end=True)
                 yield Segment(
                     id=segment_id, seek=window_start, start=round(start, 3), end=round(end, 3),
                     text=text, tokens=piece, token_logprobs=logprobs, temperature=result.temperature,

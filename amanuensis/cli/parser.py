@@ -136,6 +136,12 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, beam_default: int) -
     parser.add_argument("--initial-prompt", default=None, help="text to prime the first window (names, spelling)")
     parser.add_argument("--suppress-tokens", default="-1", help="comma-separated token ids; -1 = non-speech symbols")
     parser.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
+    parser.add_argument(
+        "--vad-filter",
+        action="store_true",
+        help="transcribe only the speech Silero VAD finds (faster-whisper's vad_filter): right times for speech "
+        "after long noise or silence, no text invented for noise",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ from amanuensis.audio import AudioError, load_audio
 from amanuensis.cli.parser import PROGRESS_MIN_SECONDS, UsageError, temperature_schedule
 from amanuensis.runtime import RuntimeOptions
 from amanuensis.transcribe import TranscribeOptions
+from amanuensis.vad import VadFilter
 from amanuensis.writers import OutputError, Transcript, output_paths, write_outputs
 
 
@@ -37,6 +38,7 @@ def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
         initial_prompt=args.initial_prompt,
         suppress_tokens=suppress,
         without_timestamps=args.without_timestamps,
+        vad_filter=VadFilter() if args.vad_filter else None,
     )
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from amanuensis.errors import OptionsError
-from amanuensis.streaming.vad import DEFAULT_THRESHOLD
 from amanuensis.transcribe import DEFAULT_TEMPERATURES, TranscribeOptions
+from amanuensis.vad import DEFAULT_THRESHOLD
 
 WINDOW_S = 30.0  # seconds the encoder sees: the buffer must stay shorter
 VAD_CHOICES = ("silero", None)

@@ -28,8 +28,8 @@ from amanuensis.audio import SAMPLE_RATE, peak_frame_dbfs
 from amanuensis.streaming.agreement import LocalAgreement, Word, split_words
 from amanuensis.streaming.input import AudioFormat, InputConverter
 from amanuensis.streaming.options import StreamOptions
-from amanuensis.streaming.vad import WINDOW, SileroVad
 from amanuensis.transcribe import Segment, check_language, fails_checks, transcribe
+from amanuensis.vad import WINDOW, SileroVad
 
 if TYPE_CHECKING:
     from amanuensis.engine import WhisperModel
