@@ -41,6 +41,9 @@ class GraphKind(str, Enum):
     PREFILL = "prefill"  # FP32: a block of prompt tokens in one run, batch 1
     FULL_DECODER = "full_decoder"  # no cache: logits of every position of a prefix (a reference)
 
+    def __str__(self) -> str:  # "encoder" in messages and f-strings, as the table keys spell it
+        return self.value
+
 
 Builder = Callable[[dict, "ModelDims", int], "onnx.ModelProto"]
 
