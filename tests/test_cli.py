@@ -17,6 +17,7 @@ import soundfile as sf
 
 from amanuensis.cli import main
 from amanuensis.evaluation import word_error_rate
+from amanuensis.transcribe import TranscribeOptions
 
 from .conftest import SAMPLE, SAMPLE_REFERENCE, VALIDATION_MANIFEST
 
@@ -219,3 +220,16 @@ def test_cli_and_python_api_agree_by_default(capsys: pytest.CaptureFixture[str])
     model = load_model("tiny.en")
     assert model.runtime.options.precision == "int8" and "tiny.en int8" in printed.err
     assert printed.out.strip() == model.transcribe_all(clip, TranscribeOptions(beam_size=1)).text.strip()
+
+
+def test_cli_decoding_defaults_are_the_apis() -> None:
+    """Every decoding flag defaults to TranscribeOptions' own value (written once, in the library);
+    whisper's boolean spelling is understood."""
+    from amanuensis.cli.parser import build_parser
+    from amanuensis.cli.transcribe import transcribe_options
+
+    parser = build_parser()
+    for command in ("transcribe", "evaluate"):
+        assert transcribe_options(parser.parse_args([command, "x"])) == TranscribeOptions()
+    args = parser.parse_args(["transcribe", "x", "--condition-on-previous-text", "False"])
+    assert transcribe_options(args).condition_on_previous_text is False

@@ -13,6 +13,7 @@ from amanuensis.errors import UserError
 from amanuensis.models import DEFAULT_MODEL, PACKAGED_MODELS
 from amanuensis.precision import PRECISIONS
 from amanuensis.quantize.targets import TARGET_NAMES
+from amanuensis.transcribe import TranscribeOptions
 from amanuensis.writers import OUTPUT_FORMATS
 
 PROGRESS_MIN_SECONDS = 30.0  # show a progress bar for audio longer than one window
@@ -32,7 +33,8 @@ def optional_float(value: str) -> float | None:
     return None if value.lower() == "none" else float(value)
 
 
-def bool(value: str) -> bool:
+def true_or_false(value: str) -> bool:
+    """whisper's CLI spelling of booleans (``--condition-on-previous-text False``)."""
     if value.lower() in ("true", "1", "yes"):
         return True
     if value.lower() in ("false", "0", "no"):
@@ -111,28 +113,37 @@ def add_stream_parser(commands) -> None:
     st.add_argument("--verbose", action="store_true", help="say where every sample went at the end")
 
 
-def add_decoding_arguments(parser: argparse.ArgumentParser, beam_default: int) -> None:
+def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    """The decoding flags of transcribe and evaluate; defaults are TranscribeOptions' own."""
+    defaults = TranscribeOptions()
     parser.add_argument(
         "--language", default=None, help="language code (e.g. en, de); detected when omitted on multilingual models"
     )
-    parser.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
+    parser.add_argument("--task", choices=["transcribe", "translate"], default=defaults.task)
     parser.add_argument(
         "--beam-size",
         type=int,
-        default=beam_default,
-        help=f"beams at temperature 0; 1 = greedy (default {beam_default})",
+        default=defaults.beam_size,
+        help=f"beams at temperature 0; 1 = greedy (default {defaults.beam_size})",
     )
     parser.add_argument(
-        "--best-of", type=int, default=5, help="samples per window when falling back to temperature > 0"
+        "--best-of",
+        type=int,
+        default=defaults.best_of,
+        help=f"samples per window when falling back to temperature > 0 (default {defaults.best_of})",
     )
-    parser.add_argument("--patience", type=float, default=None)
-    parser.add_argument("--length-penalty", type=float, default=None)
-    parser.add_argument("--temperature", type=float, default=0.0)
-    parser.add_argument("--temperature-increment-on-fallback", type=optional_float, default=0.2)
-    parser.add_argument("--compression-ratio-threshold", type=optional_float, default=2.4)
-    parser.add_argument("--logprob-threshold", type=optional_float, default=-1.0)
-    parser.add_argument("--no-speech-threshold", type=optional_float, default=0.6)
-    parser.add_argument("--condition-on-previous-text", type=bool, default=True)
+    parser.add_argument("--patience", type=float, default=defaults.patience)
+    parser.add_argument("--length-penalty", type=float, default=defaults.length_penalty)
+    parser.add_argument("--temperature", type=float, default=defaults.temperatures[0])
+    increment = defaults.temperatures[1] - defaults.temperatures[0]
+    parser.add_argument("--temperature-increment-on-fallback", type=optional_float, default=round(increment, 6))
+    for flag, value in (
+        ("--compression-ratio-threshold", defaults.compression_ratio_threshold),
+        ("--logprob-threshold", defaults.logprob_threshold),
+        ("--no-speech-threshold", defaults.no_speech_threshold),
+    ):
+        parser.add_argument(flag, type=optional_float, default=value, help=f"None = off (default {value})")
+    parser.add_argument("--condition-on-previous-text", type=true_or_false, default=defaults.condition_on_previous_text)
     parser.add_argument("--initial-prompt", default=None, help="text to prime the first window (names, spelling)")
     parser.add_argument("--suppress-tokens", default="-1", help="comma-separated token ids; -1 = non-speech symbols")
     parser.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
@@ -156,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = commands.add_parser("transcribe", help="transcribe audio files")
     tr.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3)")
     add_model_arguments(tr)
-    add_decoding_arguments(tr, beam_default=5)
+    add_decoding_arguments(tr)
     tr.add_argument(
         "--output-format",
         "-f",
@@ -178,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("evaluate", help="WER and real-time factor over a manifest")
     ev.add_argument("manifest", type=Path, help="TSV lines 'audio-path<TAB>reference', paths relative to the manifest")
     add_model_arguments(ev)
-    add_decoding_arguments(ev, beam_default=5)
+    add_decoding_arguments(ev)
     ev.add_argument("--json", action="store_true", help="print a JSON report instead of a table")
 
     de = commands.add_parser("devices", help="execution providers and devices, and what --device auto picks")
