@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -38,11 +38,30 @@ class AudioError(UserError):
     """Input that cannot be turned into speech samples; the message is for the user."""
 
 
+class SampleSource(Protocol):
+    """Mono 16 kHz samples read a stretch at a time (``samples.SampleFile``: decoded to disk)."""
+
+    def __len__(self) -> int: ...
+
+    def read(self, start: int, stop: int) -> np.ndarray: ...
+
+
+Samples = np.ndarray | SampleSource  # in memory, or read as needed
+
+
+def read_samples(samples: Samples, start: int, stop: int) -> np.ndarray:
+    """Samples ``start`` … ``stop`` (clipped to the signal) of an array or a source."""
+    start, stop = max(start, 0), min(stop, len(samples))
+    if isinstance(samples, np.ndarray):
+        return samples[start:stop]
+    return samples.read(start, stop) if stop > start else np.zeros(0, np.float32)
+
+
 @dataclass(frozen=True)
 class DecodedAudio:
     """Mono float32 samples at SAMPLE_RATE, plus what the file originally was."""
 
-    samples: np.ndarray  # shape (n,), float32 in [-1, 1]
+    samples: Samples  # shape (n,), float32 in [-1, 1]: an array, or on disk (samples.open_audio)
     source_rate: int  # Hz of the file before resampling
     source_channels: int  # channels before down-mixing
     replaced_samples: int = 0  # NaN/inf samples in the file, set to silence
@@ -146,7 +165,7 @@ INTEGER_FULL_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 214748364
 MAX_CHANNELS = 8  # a 2-D array with one side this short is read as (samples, channels) or its transpose
 
 
-def as_samples(audio: object) -> tuple[np.ndarray, int]:
+def as_samples(audio: object) -> tuple[Samples, int]:
     """Whatever the Python API was given, as mono float32 samples at 16 kHz (and how many
     non-finite samples were silenced), or an AudioError saying what was wrong.
 
@@ -154,8 +173,12 @@ def as_samples(audio: object) -> tuple[np.ndarray, int]:
     [-1, 1], or integer PCM (int8/16/32, scaled to full scale; uint8 around 128). A 2-D array with
     up to ``MAX_CHANNELS`` channels on either side is averaged to mono.
     """
+    from amanuensis.samples import SampleFile, open_audio  # decoded to disk a block at a time
+
+    if isinstance(audio, SampleFile):
+        return audio, 0
     if isinstance(audio, (str, os.PathLike)):
-        decoded = load_audio(audio)
+        decoded = open_audio(audio)
         return decoded.samples, decoded.replaced_samples
     if isinstance(audio, (bytes, bytearray, memoryview)):
         return _decode_bytes(bytes(audio))
@@ -286,7 +309,7 @@ class LogMelWindows:
     ``log_mel_spectrogram(samples, n_mels, padding)``.
     """
 
-    def __init__(self, samples: np.ndarray, n_mels: int = 80, padding: int = 0) -> None:
+    def __init__(self, samples: Samples, n_mels: int = 80, padding: int = 0) -> None:
         self.samples, self.n_mels, self.padding = samples, n_mels, padding
         self.length = len(samples) + padding  # the signal with its appended zeros
         if self.length <= N_FFT // 2:
@@ -322,18 +345,28 @@ class LogMelWindows:
         index = np.where(index >= self.length, 2 * (self.length - 1) - index, index)  # right edge
         inside = index < len(self.samples)  # the rest is the appended zeros
         values = np.zeros(len(index), np.float64)
-        values[inside] = self.samples[index[inside]]
+        if inside.any():
+            first, last = int(index[inside].min()), int(index[inside].max())
+            values[inside] = read_samples(self.samples, first, last + 1)[index[inside] - first]
         return values
 
 
-def _frames_with_power(samples: np.ndarray, length: int) -> int:
+def _nonzero_end(samples: Samples, block: int = 30 * SAMPLE_RATE) -> int:
+    """One past the last non-zero sample (0 if all are zero), reading from the end a block at a time."""
+    for stop in range(len(samples), 0, -block):
+        nonzero = np.flatnonzero(read_samples(samples, stop - block, stop))
+        if len(nonzero):
+            return max(stop - block, 0) + int(nonzero[-1]) + 1
+    return 0
+
+
+def _frames_with_power(samples: Samples, length: int) -> int:
     """How many leading frames (of ``length // HOP_LENGTH``) can have non-zero power, for
     ``samples`` followed by zeros up to ``length``: the rest see only trailing zeros (and, past the
     reflected edge, zeros again), so their FFTs can be skipped."""
     frames = length // HOP_LENGTH
     half = N_FFT // 2
-    nonzero = np.flatnonzero(samples)
-    end = int(nonzero[-1]) + 1 if len(nonzero) else 0
+    end = _nonzero_end(samples)
     if end <= length - (half + 1):  # the reflected tail is zeros too
         return min(frames, -(-(end + half) // HOP_LENGTH))  # first frame starting at or past end + half
     return frames

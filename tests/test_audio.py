@@ -25,6 +25,7 @@ from amanuensis.audio import (
     pad_or_trim,
     resample,
 )
+from amanuensis.samples import open_audio
 
 from .conftest import CALIBRATION_DIR, VALIDATION_MANIFEST
 
@@ -190,9 +191,37 @@ def _bad_inputs(tmp_path: Path) -> dict[str, Path]:
     ("empty", "file is empty"), ("text", "not a readable audio file"), ("truncated", "not a readable audio file"),
     ("zero", "no audio samples"), ("folder", "is a directory"), ("missing", "no such file"),
 ])  # fmt: skip
-def test_bad_input_raises_audio_error(tmp_path: Path, kind: str, message: str) -> None:
+@pytest.mark.parametrize("decode", [load_audio, open_audio], ids=["in memory", "to disk"])
+def test_bad_input_raises_audio_error(tmp_path: Path, kind: str, message: str, decode) -> None:
     with pytest.raises(AudioError, match=message):
-        load_audio(_bad_inputs(tmp_path)[kind])
+        decode(_bad_inputs(tmp_path)[kind])
+
+
+@pytest.mark.parametrize(
+    "rate,channels,fmt", [(16000, 1, "FLAC"), (22050, 1, "WAV"), (44100, 2, "WAV"), (8000, 1, "MP3")]
+)
+def test_decoding_to_disk_gives_the_in_memory_samples(tmp_path: Path, rate: int, channels: int, fmt: str) -> None:
+    """A file decoded a block at a time into a SampleFile (down-mixed, silenced, resampled by a
+    streaming resampler) holds exactly what decoding it whole gives, and its log-mel windows are
+    the array's. Longer than one decoding block; the float WAVs hold NaN samples."""
+    from amanuensis.audio import LogMelWindows, read_samples
+    from amanuensis.samples import BLOCK_SECONDS, SampleFile
+
+    speech = resample(load_audio(VALIDATION_CLIP).samples, 16000, rate)
+    long = np.tile(speech, int(BLOCK_SECONDS * rate / len(speech)) + 2)
+    if fmt == "WAV":  # float samples can be NaN
+        long[[5, len(long) // 2]] = np.nan
+    path = tmp_path / f"long.{fmt.lower()}"
+    sf.write(path, np.stack([long] * channels, axis=1) if channels > 1 else long, rate, format=fmt,
+             subtype="FLOAT" if fmt == "WAV" else None)  # fmt: skip
+    whole, streamed = load_audio(path), open_audio(path)
+    # MP3 is decoded whole (libsndfile's MP3 reads differ around read boundaries)
+    assert isinstance(streamed.samples, SampleFile) == (fmt != "MP3")
+    assert streamed.replaced_samples == whole.replaced_samples and len(streamed.samples) == len(whole.samples)
+    np.testing.assert_array_equal(read_samples(streamed.samples, 0, len(streamed.samples)), whole.samples)
+    from_disk, in_memory = LogMelWindows(streamed.samples, 80, N_SAMPLES), LogMelWindows(whole.samples, 80, N_SAMPLES)
+    for start in (0, 2500, in_memory.frames - 100):
+        np.testing.assert_array_equal(from_disk.window(start, 3000), in_memory.window(start, 3000))
 
 
 @pytest.mark.parametrize("padding", [0, 150, 201, N_SAMPLES])

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "amanuensis"
 
 # Layer of each module (dotted name under amanuensis; a package prefix covers its modules).
 LAYERS = {
-    0: ["errors", "audio", "noise", "normalizer", "vad"],
+    0: ["errors", "audio", "samples", "noise", "normalizer", "vad"],
     1: ["ct2", "models", "tokenizer"],
     2: ["export", "quantize", "quantize.recipe", "quantize.targets", "quantize.per_row", "quantize.dynamic",
         "quantize.qdq", "quantize.mse", "quantize.smooth"],

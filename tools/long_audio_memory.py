@@ -5,8 +5,8 @@
 Builds each length from the validation clips end to end (a 16 kHz FLAC in a temporary folder),
 then runs ``amanuensis transcribe`` (greedy, default precision) and faster-whisper (int8, greedy)
 on it, each in a fresh process, and prints the peak RSS of each process with the audio length.
-Memory should grow with the decoded samples only (4 bytes a sample, 230 MB an hour), not with a
-whole-file spectrogram.
+Amanuensis keeps the decoded samples of a file on disk (``samples.open_audio``) and computes the
+log-mel a window at a time, so its memory should not grow with the length of the audio.
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from amanuensis.audio import AudioError, load_audio
+from amanuensis.audio import AudioError
 from amanuensis.cli.parser import PROGRESS_MIN_SECONDS, UsageError, temperature_schedule
 from amanuensis.runtime import RuntimeOptions
+from amanuensis.samples import open_audio
 from amanuensis.transcribe import TranscribeOptions
 from amanuensis.vad import VadFilter
 from amanuensis.writers import OutputError, Transcript, output_paths, write_outputs
@@ -156,7 +157,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
     failures = 0
     for path in inputs:
         try:
-            audio = load_audio(path)
+            audio = open_audio(path)  # samples decoded to disk: memory does not grow with the file
         except AudioError as exc:
             print(f"amanuensis: error: {exc}", file=sys.stderr)
             failures += 1
