@@ -60,11 +60,8 @@ FeedObserver = Callable[[Feed], None]  # sees every input a graph is given (cali
 def graph_paths(
     checkpoint: WhisperCheckpoint, options: RuntimeOptions
 ) -> tuple[Callable[[], Path], Callable[[int], Path], Callable[[int], Path] | None]:
-    """Encoder, decoder-step (by batch) and prefill (by block length, FP32 only) path getters.
-
-    INT8 has no prefill block: inside a block the prompt's keys and values skip the quantization
-    the cache input gives them between steps, and that measured worse (gate WER 14.88 → 15.14 %).
-    """
+    """Encoder, decoder-step (by batch) and prefill (by block length; None where INT8 has none,
+    see quantize.int8_graph_paths) path getters."""
     if options.precision == "fp32":
         return (
             lambda: export.graph_path(checkpoint, GraphKind.ENCODER),
@@ -74,7 +71,7 @@ def graph_paths(
     if options.precision == "int8":
         from amanuensis.quantize import int8_graph_paths
 
-        return (*int8_graph_paths(checkpoint, options.range_table), None)
+        return int8_graph_paths(checkpoint, options.range_table)
     raise OptionsError(f"unknown precision {options.precision!r} (expected fp32 or int8)")
 
 
@@ -260,9 +257,20 @@ class Prefill:
     """
 
     def __init__(
-        self, path: Path, dims: ModelDims, options: RuntimeOptions, session_plan: SessionPlan | None = None
+        self,
+        path: Path,
+        dims: ModelDims,
+        options: RuntimeOptions,
+        session_plan: SessionPlan | None = None,
+        quantized_io: bool = False,
     ) -> None:
+        """``quantized_io``: take the cross K/V as the encoder hands them to the INT8 step (see
+        Decoder); the cache stays float, as the run-time-scale step keeps it."""
         self.path = path
+        if quantized_io:
+            path, params = export.quantized_io_decoder_path(path, dims.n_text_layer)
+            if any(name.startswith("self_") for name in params):
+                raise ValueError("a prefill block cannot take an 8-bit cache")
         self.session = make_session(path, options, session_plan)
         self.block = export.PREFILL_TOKENS
         layers = range(dims.n_text_layer)
@@ -343,14 +351,15 @@ class ModelRuntime:
             return [self.encoder.path, *decoders] + ([self._prefill.path] if self._prefill is not None else [])
 
     def prefill(self) -> Prefill | None:
-        """The prompt prefill block; None for INT8 (see graph_paths) and while a decoder observer is
-        set (calibration records every single-token step the step graph sees)."""
+        """The prompt prefill block; None for INT8 with fixed scales (see quantize.int8_graph_paths)
+        and while a decoder observer is set (calibration records every single-token step the step
+        graph sees)."""
         if self.decoder_observer is not None or self._prefill_path is None:
             return None
         with self._lock:
             if self._prefill is None:
                 path = self._prefill_path(export.PREFILL_TOKENS)
-                self._prefill = Prefill(path, self.checkpoint.dims, self.options, self.plan)
+                self._prefill = Prefill(path, self.checkpoint.dims, self.options, self.plan, self._quantized_io)
             return self._prefill
 
     @property
