@@ -3,8 +3,8 @@ its length (an hour of 16 kHz float32 is 230 MB, and decoding it whole made copi
 
 ``open_audio`` decodes a block at a time (libsndfile's blocks, down-mixed, NaN/inf silenced,
 resampled by a streaming soxr resampler with the same quality as ``audio.resample``) into an
-anonymous temporary file; ``SampleFile.read`` gives any stretch back. MP3 and the formats
-libsndfile cannot read are decoded whole in memory by ``audio.load_audio``.
+anonymous temporary file; ``SampleFile.read`` gives any stretch back. Formats libsndfile cannot
+read are decoded whole in memory by ``audio.load_audio``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ import numpy as np
 from amanuensis.audio import SAMPLE_RATE, AudioError, DecodedAudio, load_audio, replace_non_finite
 
 BLOCK_SECONDS = 30  # seconds of the source decoded at a time
-# libsndfile's MP3 decoder gives other samples around a read boundary than in one read (a few
-# hundred per boundary, measured 2026-12-01); WAV, FLAC, Ogg Vorbis and Opus read the same in blocks.
-WHOLE_FILE_FORMATS = ("MP3", "MPEG")
+# Each block is read from a point this far before it, after a seek, and the lead is dropped.
+# libsndfile's MP3 decoder gave other samples just after a plain read boundary (a few hundred per
+# boundary, 2026-12-01); after a seek with two frames (2304 samples) of lead or more, the same
+# samples as one whole read. Other formats read the same either way.
+LEAD_SECONDS = 1
 SAMPLE_BYTES = np.dtype(np.float32).itemsize
 
 
@@ -61,14 +63,17 @@ def _stream_to_file(path: Path) -> tuple[SampleFile, int, int, int] | None:
     except (sf.LibsndfileError, RuntimeError, TypeError):
         return None
     with source:
-        if source.format in WHOLE_FILE_FORMATS:
-            return None
-        rate, channels = source.samplerate, source.channels
+        rate, channels, frames = source.samplerate, source.channels, source.frames
         resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
         samples, replaced = SampleFile(), 0
+        block, lead = BLOCK_SECONDS * rate, LEAD_SECONDS * rate
         try:
-            for block in source.blocks(blocksize=BLOCK_SECONDS * rate, dtype="float32", always_2d=True):
-                mono = block.mean(axis=1) if channels > 1 else block[:, 0]
+            for start in range(0, frames, block):
+                first = max(start - lead, 0)
+                source.seek(first)
+                data = source.read(min(block, frames - start) + start - first, dtype="float32", always_2d=True)
+                data = data[start - first :]
+                mono = data.mean(axis=1) if channels > 1 else data[:, 0]
                 mono, bad = replace_non_finite(mono)
                 replaced += bad
                 samples.append(mono if rate == SAMPLE_RATE else resampler.resample_chunk(mono))

@@ -198,7 +198,8 @@ def test_bad_input_raises_audio_error(tmp_path: Path, kind: str, message: str, d
 
 
 @pytest.mark.parametrize(
-    "rate,channels,fmt", [(16000, 1, "FLAC"), (22050, 1, "WAV"), (44100, 2, "WAV"), (8000, 1, "MP3")]
+    "rate,channels,fmt",
+    [(16000, 1, "FLAC"), (22050, 1, "WAV"), (44100, 2, "WAV"), (8000, 1, "MP3"), (16000, 1, "MP3"), (16000, 1, "OGG")],
 )
 def test_decoding_to_disk_gives_the_in_memory_samples(tmp_path: Path, rate: int, channels: int, fmt: str) -> None:
     """A file decoded a block at a time into a SampleFile (down-mixed, silenced, resampled by a
@@ -215,13 +216,15 @@ def test_decoding_to_disk_gives_the_in_memory_samples(tmp_path: Path, rate: int,
     sf.write(path, np.stack([long] * channels, axis=1) if channels > 1 else long, rate, format=fmt,
              subtype="FLOAT" if fmt == "WAV" else None)  # fmt: skip
     whole, streamed = load_audio(path), open_audio(path)
-    # MP3 is decoded whole (libsndfile's MP3 reads differ around read boundaries)
-    assert isinstance(streamed.samples, SampleFile) == (fmt != "MP3")
+    assert isinstance(streamed.samples, SampleFile)
     assert streamed.replaced_samples == whole.replaced_samples and len(streamed.samples) == len(whole.samples)
-    np.testing.assert_array_equal(read_samples(streamed.samples, 0, len(streamed.samples)), whole.samples)
+    # MP3 decodes to within 1e-6 after the seek before each block (mpg123's filter state), others
+    # exactly; in the log-mel that is under 0.05 dB where the power is smallest
+    tolerance, mel_tolerance = (1e-6, 1e-3) if fmt == "MP3" else (0, 0)
+    np.testing.assert_allclose(read_samples(streamed.samples, 0, len(streamed.samples)), whole.samples, atol=tolerance)
     from_disk, in_memory = LogMelWindows(streamed.samples, 80, N_SAMPLES), LogMelWindows(whole.samples, 80, N_SAMPLES)
     for start in (0, 2500, in_memory.frames - 100):
-        np.testing.assert_array_equal(from_disk.window(start, 3000), in_memory.window(start, 3000))
+        np.testing.assert_allclose(from_disk.window(start, 3000), in_memory.window(start, 3000), atol=mel_tolerance)
 
 
 @pytest.mark.parametrize("padding", [0, 150, 201, N_SAMPLES])
