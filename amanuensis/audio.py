@@ -7,7 +7,6 @@ filters, ``log10`` clamped at 1e-10, a floor 8 below the maximum, then ``(x + 4)
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 from dataclasses import dataclass
@@ -80,7 +79,7 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int = SAMPLE_RA
     return soxr.resample(samples, source_rate, target_rate, quality="HQ").astype(np.float32)
 
 
-def _read_with_soundfile(source: Path | BinaryIO) -> tuple[np.ndarray, int] | None:
+def read_with_soundfile(source: Path | BinaryIO) -> tuple[np.ndarray, int] | None:
     """(frames × channels float32, rate) from a file path or an open binary file; None if
     libsndfile cannot read it."""
     import soundfile as sf
@@ -133,13 +132,13 @@ def load_audio(path: str | os.PathLike[str]) -> DecodedAudio:
         raise AudioError(f"{path}: file is empty")
     if not os.access(path, os.R_OK):
         raise AudioError(f"{path}: permission denied (the file is not readable by this user)")
-    decoded = _read_with_soundfile(path) or _read_with_librosa(path)
+    decoded = read_with_soundfile(path) or _read_with_librosa(path)
     if decoded is None:
         raise AudioError(f"{path}: not a readable audio file (corrupt, truncated or unsupported)")
-    return _mono_16k(*decoded, where=str(path))
+    return mono_16k(*decoded, where=str(path))
 
 
-def _mono_16k(data: np.ndarray, rate: int, where: str) -> DecodedAudio:
+def mono_16k(data: np.ndarray, rate: int, where: str) -> DecodedAudio:
     """Decoded frames × channels as mono 16 kHz samples, NaN/inf silenced."""
     if data.shape[0] == 0:
         raise AudioError(f"{where}: contains no audio samples")
@@ -159,62 +158,6 @@ def replace_non_finite(samples: np.ndarray) -> tuple[np.ndarray, int]:
     if count:
         samples = np.where(bad, np.float32(0.0), samples).astype(np.float32, copy=False)
     return samples, count
-
-
-INTEGER_FULL_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0, np.dtype(np.int8): 128.0}
-MAX_CHANNELS = 8  # a 2-D array with one side this short is read as (samples, channels) or its transpose
-
-
-def as_samples(audio: object) -> tuple[Samples, int]:
-    """Whatever the Python API was given, as mono float32 samples at 16 kHz (and how many
-    non-finite samples were silenced), or an AudioError saying what was wrong.
-
-    A path or file bytes are decoded; an array or list is taken to be 16 kHz already: float in
-    [-1, 1], or integer PCM (int8/16/32, scaled to full scale; uint8 around 128). A 2-D array with
-    up to ``MAX_CHANNELS`` channels on either side is averaged to mono.
-    """
-    from amanuensis.samples import SampleFile, open_audio  # decoded to disk a block at a time
-
-    if isinstance(audio, SampleFile):
-        return audio, 0
-    if isinstance(audio, (str, os.PathLike)):
-        decoded = open_audio(audio)
-        return decoded.samples, decoded.replaced_samples
-    if isinstance(audio, (bytes, bytearray, memoryview)):
-        return _decode_bytes(bytes(audio))
-    if isinstance(audio, (list, tuple)):
-        audio = np.asarray(audio)
-    if not isinstance(audio, np.ndarray):
-        raise AudioError(f"cannot transcribe a {type(audio).__name__}: pass a file path, file bytes or a numpy array")
-    return _array_samples(audio)
-
-
-def _array_samples(array: np.ndarray) -> tuple[np.ndarray, int]:
-    if array.ndim == 2 and min(array.shape) <= MAX_CHANNELS:
-        array = array.mean(axis=int(np.argmin(array.shape)))
-    if array.ndim != 1:
-        raise AudioError(f"expected mono samples of shape (n,) or (n, channels), got an array of shape {array.shape}")
-    if array.size == 0:
-        raise AudioError("the audio contains no samples")
-    if array.dtype in INTEGER_FULL_SCALE:
-        array = array.astype(np.float32) / np.float32(INTEGER_FULL_SCALE[array.dtype])
-    elif array.dtype == np.uint8:
-        array = (array.astype(np.float32) - 128.0) / 128.0
-    elif not np.issubdtype(array.dtype, np.floating):
-        raise AudioError(f"audio samples must be float or integer PCM, got {array.dtype}")
-    return replace_non_finite(array.astype(np.float32, copy=False))
-
-
-def _decode_bytes(data: bytes) -> tuple[np.ndarray, int]:
-    """The bytes of an audio file (wav, flac, ogg, mp3), decoded in memory."""
-    decoded = _read_with_soundfile(io.BytesIO(data))
-    if decoded is None:
-        raise AudioError(
-            "these bytes are not an audio file soundfile can read; for raw PCM, pass an array "
-            "(e.g. np.frombuffer(data, np.int16)) at 16 kHz"
-        )
-    audio = _mono_16k(*decoded, where="the audio bytes")
-    return audio.samples, audio.replaced_samples
 
 
 def hann_window(length: int = N_FFT) -> np.ndarray:

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from amanuensis.audio import as_samples
 from amanuensis.models import DEFAULT_MODEL, WhisperCheckpoint
 from amanuensis.runtime import ModelRuntime, RuntimeOptions
+from amanuensis.samples import as_samples
 from amanuensis.tokenizer import Tokenizer
 from amanuensis.transcribe import ProgressCallback, Segment, TranscribeOptions, TranscriptionInfo, transcribe
 from amanuensis.writers import Transcript
@@ -35,7 +35,7 @@ class WhisperModel:
         progress: ProgressCallback | None = None,
     ) -> tuple[Iterator[Segment], TranscriptionInfo]:
         """Segments (lazy) and info for a file path, file bytes, or 16 kHz samples (see
-        ``audio.as_samples`` for the arrays accepted)."""
+        ``samples.as_samples`` for the arrays accepted)."""
         samples, replaced = as_samples(audio)
         if replaced:
             warnings.warn(f"{replaced} NaN or infinite samples were set to silence", RuntimeWarning, stacklevel=2)

@@ -9,13 +9,23 @@ read are decoded whole in memory by ``audio.load_audio``.
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from amanuensis.audio import SAMPLE_RATE, AudioError, DecodedAudio, load_audio, replace_non_finite
+from amanuensis.audio import (
+    SAMPLE_RATE,
+    AudioError,
+    DecodedAudio,
+    Samples,
+    load_audio,
+    mono_16k,
+    read_with_soundfile,
+    replace_non_finite,
+)
 
 BLOCK_SECONDS = 30  # seconds of the source decoded at a time
 # Each block is read from a point this far before it, after a seek, and the lead is dropped.
@@ -97,3 +107,57 @@ def open_audio(path: str | os.PathLike[str]) -> DecodedAudio:
         return load_audio(path)  # says what is wrong, or decodes what libsndfile cannot
     samples, rate, channels, replaced = streamed
     return DecodedAudio(samples, rate, channels, replaced)  # type: ignore[arg-type]
+
+
+INTEGER_FULL_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0, np.dtype(np.int8): 128.0}
+MAX_CHANNELS = 8  # a 2-D array with one side this short is read as (samples, channels) or its transpose
+
+
+def as_samples(audio: object) -> tuple[Samples, int]:
+    """Whatever the Python API was given, as mono float32 samples at 16 kHz (and how many
+    non-finite samples were silenced), or an AudioError saying what was wrong.
+
+    A path or file bytes are decoded; an array or list is taken to be 16 kHz already: float in
+    [-1, 1], or integer PCM (int8/16/32, scaled to full scale; uint8 around 128). A 2-D array with
+    up to ``MAX_CHANNELS`` channels on either side is averaged to mono.
+    """
+    if isinstance(audio, SampleFile):
+        return audio, 0
+    if isinstance(audio, (str, os.PathLike)):
+        decoded = open_audio(audio)
+        return decoded.samples, decoded.replaced_samples
+    if isinstance(audio, (bytes, bytearray, memoryview)):
+        return _decode_bytes(bytes(audio))
+    if isinstance(audio, (list, tuple)):
+        audio = np.asarray(audio)
+    if not isinstance(audio, np.ndarray):
+        raise AudioError(f"cannot transcribe a {type(audio).__name__}: pass a file path, file bytes or a numpy array")
+    return _array_samples(audio)
+
+
+def _array_samples(array: np.ndarray) -> tuple[np.ndarray, int]:
+    if array.ndim == 2 and min(array.shape) <= MAX_CHANNELS:
+        array = array.mean(axis=int(np.argmin(array.shape)))
+    if array.ndim != 1:
+        raise AudioError(f"expected mono samples of shape (n,) or (n, channels), got an array of shape {array.shape}")
+    if array.size == 0:
+        raise AudioError("the audio contains no samples")
+    if array.dtype in INTEGER_FULL_SCALE:
+        array = array.astype(np.float32) / np.float32(INTEGER_FULL_SCALE[array.dtype])
+    elif array.dtype == np.uint8:
+        array = (array.astype(np.float32) - 128.0) / 128.0
+    elif not np.issubdtype(array.dtype, np.floating):
+        raise AudioError(f"audio samples must be float or integer PCM, got {array.dtype}")
+    return replace_non_finite(array.astype(np.float32, copy=False))
+
+
+def _decode_bytes(data: bytes) -> tuple[np.ndarray, int]:
+    """The bytes of an audio file (wav, flac, ogg, mp3), decoded in memory."""
+    decoded = read_with_soundfile(io.BytesIO(data))
+    if decoded is None:
+        raise AudioError(
+            "these bytes are not an audio file soundfile can read; for raw PCM, pass an array "
+            "(e.g. np.frombuffer(data, np.int16)) at 16 kHz"
+        )
+    audio = mono_16k(*decoded, where="the audio bytes")
+    return audio.samples, audio.replaced_samples

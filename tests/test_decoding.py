@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from amanuensis.audio import N_SAMPLES, load_audio, log_mel_spectrogram, pad_or_trim
+from amanuensis.choosers import sample_rows
 from amanuensis.decoding import (
     ApplyTimestampRules,
     DecodingOptions,
     SuppressBlank,
     decode_window,
     detect_language,
-    sample_rows,
 )
 from amanuensis.engine import WhisperModel
 from amanuensis.evaluation import word_error_rate

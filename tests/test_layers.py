@@ -18,7 +18,7 @@ LAYERS = {
     2: ["export", "quantize", "quantize.recipe", "quantize.targets", "quantize.per_row", "quantize.dynamic",
         "quantize.qdq", "quantize.mse", "quantize.smooth"],
     3: ["devices", "sessions", "precision", "runtime"],
-    4: ["decoding"],
+    4: ["choosers", "decoding"],
     5: ["transcribe", "writers", "engine", "__init__"],
     6: ["streaming", "evaluation", "conditions", "placement", "quantize.calibration", "quantize.analysis",
         "quantize.pipeline", "quantize.report"],

@@ -165,7 +165,7 @@ def test_unreadable_file_says_permission(tmp_path) -> None:
 
 def test_file_bytes_decode_to_the_files_own_samples(speech) -> None:
     """The in-memory decode gives the file's own samples."""
-    from amanuensis.audio import as_samples
+    from amanuensis.samples import as_samples
 
     buffer = io.BytesIO()
     sf.write(buffer, speech, 16000, format="FLAC")
