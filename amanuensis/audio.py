@@ -121,8 +121,8 @@ def _read_with_librosa(path: Path) -> tuple[np.ndarray, int] | None:
     return data, int(rate)
 
 
-def load_audio(path: str | os.PathLike[str]) -> DecodedAudio:
-    """Decode a wav/flac/ogg/mp3 file to mono 16 kHz float32, or raise AudioError."""
+def checked_audio_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path if it names a non-empty readable file, else an AudioError saying why not."""
     path = Path(path)
     if path.is_dir():
         raise AudioError(f"{path}: is a directory, not an audio file")
@@ -132,6 +132,12 @@ def load_audio(path: str | os.PathLike[str]) -> DecodedAudio:
         raise AudioError(f"{path}: file is empty")
     if not os.access(path, os.R_OK):
         raise AudioError(f"{path}: permission denied (the file is not readable by this user)")
+    return path
+
+
+def load_audio(path: str | os.PathLike[str]) -> DecodedAudio:
+    """Decode a wav/flac/ogg/mp3 file to mono 16 kHz float32, or raise AudioError."""
+    path = checked_audio_path(path)
     decoded = read_with_soundfile(path) or _read_with_librosa(path)
     if decoded is None:
         raise AudioError(f"{path}: not a readable audio file (corrupt, truncated or unsupported)")

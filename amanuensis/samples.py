@@ -21,6 +21,7 @@ from amanuensis.audio import (
     AudioError,
     DecodedAudio,
     Samples,
+    checked_audio_path,
     load_audio,
     mono_16k,
     read_with_soundfile,
@@ -100,11 +101,10 @@ def _stream_to_file(path: Path) -> tuple[SampleFile, int, int, int] | None:
 
 def open_audio(path: str | os.PathLike[str]) -> DecodedAudio:
     """``load_audio``, with the samples on disk (a ``SampleFile``) where libsndfile can stream the file."""
-    path = Path(path)
-    checked = path.is_file() and path.stat().st_size > 0 and os.access(path, os.R_OK)
-    streamed = _stream_to_file(path) if checked else None
+    path = checked_audio_path(path)
+    streamed = _stream_to_file(path)
     if streamed is None:
-        return load_audio(path)  # says what is wrong, or decodes what libsndfile cannot
+        return load_audio(path)  # decodes what libsndfile cannot, or says it cannot be read
     samples, rate, channels, replaced = streamed
     return DecodedAudio(samples, rate, channels, replaced)  # type: ignore[arg-type]
 
