@@ -52,7 +52,6 @@ Builder = Callable[[dict, "ModelDims", int], "onnx.ModelProto"]
 class GraphSpec:
     file_name: Callable[[int], str]  # the file in the model's cache folder, from the size
     build: Builder  # (weights, dims, size) → the graph
-    size_means: str  # what ``size`` is for this kind
 
 
 def _encoder(weights: dict, dims: ModelDims, _size: int) -> onnx.ModelProto:
@@ -79,11 +78,11 @@ def _full_decoder(weights: dict, dims: ModelDims, n_tokens: int) -> onnx.ModelPr
     return build_decoder_full(weights, dims, n_tokens)
 
 
-GRAPH_SPECS = {
-    GraphKind.ENCODER: GraphSpec(lambda _: "encoder.onnx", _encoder, "unused"),
-    GraphKind.DECODER: GraphSpec(lambda batch: f"decoder_step_b{batch}.onnx", _decoder, "batch"),
-    GraphKind.PREFILL: GraphSpec(lambda tokens: f"decoder_prefill_t{tokens}.onnx", _prefill, "tokens per block"),
-    GraphKind.FULL_DECODER: GraphSpec(lambda tokens: f"decoder_full_t{tokens}.onnx", _full_decoder, "tokens"),
+GRAPH_SPECS = {  # what ``size`` is: unused for the encoder; the batch of a step; tokens of a block or prefix
+    GraphKind.ENCODER: GraphSpec(lambda _: "encoder.onnx", _encoder),
+    GraphKind.DECODER: GraphSpec(lambda batch: f"decoder_step_b{batch}.onnx", _decoder),
+    GraphKind.PREFILL: GraphSpec(lambda tokens: f"decoder_prefill_t{tokens}.onnx", _prefill),
+    GraphKind.FULL_DECODER: GraphSpec(lambda tokens: f"decoder_full_t{tokens}.onnx", _full_decoder),
 }
 
 
