@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 from onnxruntime.quantization.calibrate import CalibrationDataReader, create_calibrator
 
 from amanuensis import noise
@@ -23,6 +24,7 @@ from amanuensis.engine import WhisperModel
 from amanuensis.errors import UserError
 from amanuensis.export.io_names import cross_kv_names, self_kv_names
 from amanuensis.models import ModelDims
+from amanuensis.quantize.masked_ranges import bound_masked_ranges
 from amanuensis.quantize.mse import min_mse_ranges
 from amanuensis.quantize.qdq import CALIBRATION_METHODS
 from amanuensis.quantize.recipe import QuantRecipe, Ranges
@@ -206,10 +208,13 @@ def compute_ranges(
     recipe: QuantRecipe,
     on_chunk: Callable[[int], None] | None = None,
 ) -> Ranges:
-    """Run onnxruntime's calibrator for ``recipe.method`` over the feeds; tensor → (low, high)."""
+    """Run onnxruntime's calibrator for ``recipe.method`` over the feeds; tensor → (low, high),
+    masked attention scores bounded to the real ones (quantize.masked_ranges)."""
     with tempfile.TemporaryDirectory(prefix="amanuensis-calib-") as tmp:
+        prepared = prepare_float_model(float_model, get_target(recipe.target), Path(tmp))
+        graph = onnx.load(prepared, load_external_data=False).graph
         calibrator = create_calibrator(
-            prepare_float_model(float_model, get_target(recipe.target), Path(tmp)),
+            prepared,
             recipe.quantized_op_types,  # None: every float tensor (whole-graph targets)
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=CALIBRATION_METHODS[recipe.method],
@@ -230,9 +235,8 @@ def compute_ranges(
         if recipe.method == "minmse":
             histograms = calibrator.collector.histogram_dict
             del calibrator
-            return min_mse_ranges(histograms, recipe)
-        data = calibrator.compute_data()
+            return bound_masked_ranges(graph, min_mse_ranges(histograms, recipe))
+        data = calibrator.compute_data().data
         del calibrator
-    return {
-        name: (float(np.min(td.range_value[0])), float(np.max(td.range_value[1]))) for name, td in data.data.items()
-    }
+    ranges = {name: (float(np.min(td.range_value[0])), float(np.max(td.range_value[1]))) for name, td in data.items()}
+    return bound_masked_ranges(graph, ranges)

@@ -148,7 +148,9 @@ def _placement_sentence(recipe: dict) -> str:
         return (
             "Static QDQ (onnxruntime `quantize_static` with its QNN configuration) on the inputs and outputs "
             "of every op: the whole graph in fixed point, as the HTP wants (GELU fused into one op first, "
-            "MatMul + Add fused into Gemm). Nothing is float by construction."
+            "MatMul + Add fused into Gemm). Nothing is float by construction. The masked attention scores "
+            "and the mask get ranges that end 16 below the lowest real score instead of at the −10⁴ mask "
+            "value, so a masked score saturates where the softmax gives it no weight (`quantize.masked_ranges`)."
         )
     return (
         "Static QDQ (onnxruntime `quantize_static`) on MatMul, Conv and Gemm inputs, and on Gather so the "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -26,6 +27,7 @@ from ..conftest import ROOT, SAMPLE, SAMPLE_REFERENCE, sqnr_db
 
 REPORT = ROOT / "models/tiny.en/quantization_report.openvino.json"  # the static QDQ flavour's
 DYNAMIC_REPORT = ROOT / "models/tiny.en/quantization_report.json"  # the CPU flavour's
+QNN_REPORT = ROOT / "models/tiny.en/quantization_report.qnn.json"
 MIN_ENCODER_SQNR_DB = 12.0  # cross K/V of the INT8 encoder vs FP32 on a validation window
 GRAPHS = ("encoder", "decoder")
 
@@ -218,13 +220,14 @@ def test_dynamic_report_names_the_shipped_table(tiny, dynamic_report) -> None:
         assert dynamic_report["graphs"][graph]["techniques"] == table.node_techniques.get(graph, {})
 
 
-def test_report_page_is_rendered_from_its_json() -> None:
-    """The shipped CPU report's page says what its JSON holds, as the current renderer writes it
-    (the static flavours' reports predate the per-condition gate and are kept as written)."""
+@pytest.mark.parametrize("report", [DYNAMIC_REPORT, QNN_REPORT], ids=["cpu", "qnn"])
+def test_report_page_is_rendered_from_its_json(report: Path) -> None:
+    """A shipped report's page says what its JSON holds, as the current renderer writes it (the
+    openvino and vitisai reports predate the per-condition gate and are kept as written)."""
     from amanuensis.quantize.report import render_markdown
 
-    page = render_markdown(json.loads(DYNAMIC_REPORT.read_text()))
-    assert page == DYNAMIC_REPORT.with_suffix(".md").read_text()
+    page = render_markdown(json.loads(report.read_text()))
+    assert page == report.with_suffix(".md").read_text()
 
 
 def test_int8_encoder_tracks_fp32(tiny, validation) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime
+import pytest
 from onnx import numpy_helper
 
 from amanuensis import export
@@ -24,6 +26,9 @@ MIN_MINMSE_GAIN_DB = 3.0
 # qnn flavour, cross K/V vs FP32 on the sample, onnxruntime's CPU EP: per-channel weights against one
 # uint8 scale per weight (3.1–4.9 dB measured with the shipped table, 2026-12-01)
 MIN_PER_CHANNEL_GAIN_DB = 2.0
+# qnn decoder logits vs FP32 with the masked-score ranges bounded, against the ranges as measured, worst of
+# steps 4-11 on one calibration clip (21.8 against 19.1 dB measured, 2026-12-01)
+MIN_MASK_BOUND_GAIN_DB = 1.0
 
 
 def test_vitisai_flavour_has_power_of_two_scales(tiny: WhisperModel, mel_window: np.ndarray, tmp_path) -> None:
@@ -106,3 +111,40 @@ def test_qnn_weights_per_channel_where_the_htp_takes_them(tiny: WhisperModel, me
         gained = sqnr_db(reference, outputs[True][name]) - sqnr_db(reference, outputs[False][name])
         print(f"{name}: per-channel weights gain {gained:.1f} dB")
         assert gained > MIN_PER_CHANNEL_GAIN_DB, f"{name}: {gained:.1f} dB"
+
+
+def test_masked_scores_saturate_just_below_the_real_ones(tiny: WhisperModel, tmp_path) -> None:
+    """Calibrated on a real clip, the masked self-attention scores (and the mask) get ranges that
+    end MASK_MARGIN below the real scores instead of at −10⁴, and the qnn decoder built from them
+    tracks FP32 closer, step by step with a filling cache, than one built from the raw ranges."""
+    from amanuensis.export.io_names import MASKED_SCORE
+    from amanuensis.quantize.calibration import compute_ranges, find_calibration_clips, record_inputs
+    from amanuensis.quantize.masked_ranges import MASK_MARGIN
+
+    from ..conftest import CALIBRATION_DIR, ROOT
+
+    recorded = record_inputs(tiny, find_calibration_clips(CALIBRATION_DIR)[:1], ROOT)
+    recipe = QuantRecipe(target="qnn", activation_bits=16, per_channel=True)
+    source = export.graph_path(tiny.checkpoint, GraphKind.DECODER)
+    bounded = compute_ranges(source, recorded.decoder_feeds(), recipe)
+    assert min(low for low, _ in bounded.values()) > -1000.0
+    masked = ["mask", "decoder/mask/Reshape:0"]
+    for layer in range(tiny.checkpoint.dims.n_text_layer):
+        scope = f"decoder/layer_{layer}/self_attention"
+        scores_low, scores_high = bounded[f"{scope}/MatMul:0"]
+        assert bounded[f"{scope}/Add:0"][0] == pytest.approx(scores_low - MASK_MARGIN)
+        assert bounded["mask"][0] + scores_high <= bounded[f"{scope}/Add:0"][0] + 1e-4  # a masked sum saturates
+        masked += [f"{scope}/Add:0", f"{scope}/Concat:0"]
+    raw = {**bounded, **{name: (MASKED_SCORE, bounded[name][1]) for name in masked}}  # as calibration measured
+
+    feeds = [state.feed(tiny.checkpoint.dims) for state in recorded.decoder[4:12]]
+    reference = [tiny.runtime.decoder(1).session.run(["logits"], feed)[0] for feed in feeds]
+    sqnr = {}
+    for name, ranges in (("bounded", bounded), ("raw", raw)):
+        path = tmp_path / f"decoder-{name}.onnx"
+        build_qdq(source, path, recipe, ranges)
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        logits = [session.run(["logits"], feed)[0] for feed in feeds]
+        sqnr[name] = min(sqnr_db(ref, out) for ref, out in zip(reference, logits, strict=True))
+    print(f"\nqnn decoder logits vs FP32, worst of steps 4-11: bounded {sqnr['bounded']:.1f}, raw {sqnr['raw']:.1f} dB")
+    assert sqnr["bounded"] > sqnr["raw"] + MIN_MASK_BOUND_GAIN_DB
