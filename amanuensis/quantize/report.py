@@ -198,8 +198,9 @@ def render_markdown(report: dict) -> str:
         "",
         f"- Recipe: {report['recipe_description']}. {_placement_sentence(report['recipe'])}",
         f"- Calibration: {report['calibration']['clips']} clips, {report['calibration']['seconds'] / 60:.1f} min "
-        "of real read speech from `calibration_audio/`, clean and mixed with its real noise recordings at "
-        "0–20 dB SNR (no validation speaker, utterance or noise recording); every encoder window and every "
+        "of real read speech from `calibration_audio/`, half of them clean and half the same recordings mixed "
+        "with its real noise recordings at 0–20 dB SNR (no validation speaker, utterance or noise recording); "
+        "every encoder window and every "
         "decoder step visited while transcribing them greedily with the FP32 model"
         + (
             " (the dynamic scheme calibrates no range: these clips only rank node sensitivity)."
