@@ -8,11 +8,8 @@ a constant). No range is calibrated, so loud, quiet or noisy input cannot fall o
 gate's noisy conditions this kept INT8 as good as FP32 where calibrated static ranges did not (see
 ``docs/quantization.md``).
 
-Attention probabilities need one more step. A softmax row over 1500 frames is mostly far below
-1/255, so one 8-bit scale for the whole tensor rounds most of each row to zero. The graph is
-rewritten to multiply the *unnormalized* weights ``exp(s - max(s))`` with V and divide each row by
-its sum afterwards: the same numbers in float, but every row's largest weight is now exactly 1,
-so an 8-bit scale of 1/255 is in effect a scale per row.
+Attention probabilities need one more step: the graph multiplies the *unnormalized* weights
+``exp(s - max(s))`` with V and divides each row by its sum afterwards (``quantize.unnormalized``).
 """
 
 from __future__ import annotations
@@ -29,56 +26,13 @@ from amanuensis.export.cache import publish
 from amanuensis.export.graph_index import GraphIndex, replace_nodes
 from amanuensis.quantize.per_row import INTEGER_SUFFIX, RESIDUAL_LIMB, apply_techniques, symmetric_int8, unit_rows
 from amanuensis.quantize.recipe import QuantRecipe
+from amanuensis.quantize.unnormalized import unnormalized_attention
 
 INTEGER_OPS = ("MatMulInteger", "ConvInteger")  # what quantize_dynamic turns a compute node into
 GEMM_AS_MATMUL = "_MatMul"  # quantize_dynamic turns a Gemm into a MatMul named so, then quantizes that
 # Conv stays float: as ConvInteger (uint8 weights, per tensor) it made INT8 worse on every gate
 # condition (docs/quantization.md), and it is under 5 % of an encoder run's MACs.
 DYNAMIC_OP_TYPES = ("MatMul", "Gemm")
-LAST_AXIS = -1
-
-
-def _reduce(op: str, data: str, axes: str, output: str, name: str, opset: int) -> onnx.NodeProto:
-    """ReduceMax/ReduceSum over the last axis, in the form the graph's opset wants."""
-    if op == "ReduceSum" or opset >= 18:
-        return helper.make_node(op, [data, axes], [output], name=name, keepdims=1)
-    return helper.make_node(op, [data], [output], name=name, keepdims=1, axes=[LAST_AXIS])
-
-
-def unnormalized_attention(model: onnx.ModelProto) -> int:
-    """Rewrite each ``Softmax(s) @ V`` into ``(exp(s - max s) @ V) / sum exp(s - max s)``, in place.
-
-    Only a last-axis Softmax whose one reader is a MatMul taking it as the left operand is
-    rewritten; returns how many were.
-    """
-    graph = model.graph
-    index = GraphIndex(graph)
-    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    replaced: dict[str, list[onnx.NodeProto]] = {}
-    for softmax in [n for n in graph.node if n.op_type == "Softmax"]:
-        axis = next((helper.get_attribute_value(a) for a in softmax.attribute if a.name == "axis"), LAST_AXIS)
-        matmul = index.single_consumer(softmax.output[0])
-        if axis != LAST_AXIS or matmul is None or matmul.op_type != "MatMul" or matmul.input[0] != softmax.output[0]:
-            continue
-        scope, scores, weights = softmax.name, softmax.input[0], softmax.output[0]
-        axes = f"{scope}/last_axis"
-        graph.initializer.append(numpy_helper.from_array(np.array([LAST_AXIS], np.int64), axes))
-        row_max, shifted, row_sum = f"{scope}/row_max", f"{scope}/shifted", f"{scope}/row_sum"
-        context = matmul.output[0]
-        unnormalized = f"{context}/unnormalized"
-        matmul.output[0] = unnormalized
-        replaced[softmax.name] = [
-            _reduce("ReduceMax", scores, axes, row_max, f"{scope}/ReduceMax", opset),
-            helper.make_node("Sub", [scores, row_max], [shifted], name=f"{scope}/Sub"),
-            helper.make_node("Exp", [shifted], [weights], name=f"{scope}/Exp"),
-            _reduce("ReduceSum", weights, axes, row_sum, f"{scope}/ReduceSum", opset),
-        ]
-        replaced[matmul.name] = [
-            matmul,
-            helper.make_node("Div", [unnormalized, row_sum], [context], name=f"{scope}/normalize"),
-        ]
-    replace_nodes(graph, replaced)
-    return len(replaced) // 2
 
 
 def build_dynamic(

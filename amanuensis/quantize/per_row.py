@@ -150,7 +150,7 @@ def _unit_row_limbs(b: _Builder, a: str, wide: bool) -> tuple[list[Limb], str]:
 
 
 def unit_rows(index: GraphIndex, a: str) -> bool:
-    """Whether ``a`` is exp(s − max s) over its last axis (dynamic.unnormalized_attention's output)."""
+    """Whether ``a`` is exp(s − max s) over its last axis (unnormalized.unnormalized_attention's output)."""
     exp = index.producer.get(a)
     shift = index.producer.get(exp.input[0]) if exp is not None and exp.op_type == "Exp" else None
     peak = index.producer.get(shift.input[1]) if shift is not None and shift.op_type == "Sub" else None

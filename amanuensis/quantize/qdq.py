@@ -22,6 +22,7 @@ from amanuensis.export.cache import publish
 from amanuensis.export.graph_index import GraphIndex, drop_unread_initializers
 from amanuensis.quantize.recipe import QuantRecipe, Ranges
 from amanuensis.quantize.targets import get_target, prepare_float_model, source_node_name
+from amanuensis.quantize.unnormalized import UNNORMALIZED_SUFFIX, attention_weight_ranges
 from amanuensis.quantize.weights import (
     give_wide_weights_an_8bit_copy,
     per_channel_weight_nodes,
@@ -67,17 +68,17 @@ def build_qdq(
     attention mask stay float (only the target's op types get QDQ inputs); NPU targets
     quantize the whole graph (see ``targets``).
     """
-    tensors = TensorsData(
-        CalibrationMethod.MinMax,
-        {k: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for k, (lo, hi) in ranges.items()},
-    )
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".qdq-") as tmp:
-        cache = Path(tmp) / "ranges.json"
-        save_tensors_data(tensors, cache)
         staged = Path(tmp) / output.name
         target = get_target(recipe.target)
         source = prepare_float_model(float_model, target, Path(tmp))
+        if target.unnormalized_attention:
+            graph = onnx.load(str(source), load_external_data=False).graph
+            ranges = {**ranges, **attention_weight_ranges(graph)}
+        cache = Path(tmp) / "ranges.json"
+        tensors = {k: TensorData(lowest=np.float32(lo), highest=np.float32(hi)) for k, (lo, hi) in ranges.items()}
+        save_tensors_data(TensorsData(CalibrationMethod.MinMax, tensors), cache)
         if source != float_model:  # preparation may have fused nodes: name them as they are now
             renamed = _prepared_names(source)
             exclude = [renamed.get(name, name) for name in exclude or []]
@@ -94,9 +95,12 @@ def build_qdq(
                 calibrate_method=CalibrationMethod.MinMax,
                 **settings,
             )
-        if target.float_scores:
+        if target.float_scores or target.unnormalized_attention:
             model = onnx.load(str(staged))
-            keep_scores_float(model)
+            if target.float_scores:
+                keep_scores_float(model)
+            if target.unnormalized_attention:
+                keep_unnormalized_context_float(model)
             onnx.save(model, str(staged))
         if recipe.quantized_op_types is None:  # whole-graph (QNN) flavour
             model = onnx.load(str(staged))
@@ -146,20 +150,36 @@ def keep_scores_float(model: onnx.ModelProto) -> None:
         )
 
     for matmul in [n for n in graph.node if n.op_type == "MatMul"]:
-        if not all(dequantized_activation(name) for name in matmul.input) or not reaches_softmax(matmul.output[0]):
-            continue
-        quantize = index.single_consumer(matmul.output[0])
-        if quantize is None or quantize.op_type != "QuantizeLinear":
-            continue
-        dequantizers = index.users(quantize.output[0])
-        if not dequantizers or any(d.op_type != "DequantizeLinear" for d in dequantizers):
-            continue
-        for dequantize in dequantizers:
-            for node in index.users(dequantize.output[0]):
-                node.input[:] = [matmul.output[0] if i == dequantize.output[0] else i for i in node.input]
-            graph.node.remove(dequantize)
-        graph.node.remove(quantize)
+        if all(dequantized_activation(name) for name in matmul.input) and reaches_softmax(matmul.output[0]):
+            _drop_output_qdq(graph, index, matmul)
     drop_unread_initializers(graph)
+
+
+def keep_unnormalized_context_float(model: onnx.ModelProto) -> None:
+    """Drop the Q/DQ pair after each product of unnormalized attention weights with V
+    (quantize.unnormalized), in place, so it is divided by its row sums in float. Its rows are
+    sums of up to 1500 weighted values, as large as the attention is diffuse: one 8-bit scale over
+    them measured worse than the normalized softmax it replaces."""
+    graph = model.graph
+    index = GraphIndex(graph)
+    for matmul in [n for n in graph.node if n.op_type == "MatMul" and n.output[0].endswith(UNNORMALIZED_SUFFIX)]:
+        _drop_output_qdq(graph, index, matmul)
+    drop_unread_initializers(graph)
+
+
+def _drop_output_qdq(graph: onnx.GraphProto, index: GraphIndex, node: onnx.NodeProto) -> None:
+    """Let the readers of ``node``'s quantized output read it in float; the Q/DQ nodes go."""
+    quantize = index.single_consumer(node.output[0])
+    if quantize is None or quantize.op_type != "QuantizeLinear":
+        return
+    dequantizers = index.users(quantize.output[0])
+    if not dequantizers or any(d.op_type != "DequantizeLinear" for d in dequantizers):
+        return
+    for dequantize in dequantizers:
+        for reader in index.users(dequantize.output[0]):
+            reader.input[:] = [node.output[0] if i == dequantize.output[0] else i for i in reader.input]
+        graph.node.remove(dequantize)
+    graph.node.remove(quantize)
 
 
 def round_scales_to_powers_of_two(model: onnx.ModelProto, float_values: dict[str, np.ndarray] | None = None) -> None:

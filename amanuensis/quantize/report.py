@@ -162,6 +162,13 @@ def _placement_sentence(recipe: dict) -> str:
             if get_target(recipe["target"]).float_scores
             else ""
         )
+        + (
+            " Attention multiplies the unnormalized weights exp(s − max s) (8-bit, scale 1/255: each row's "
+            "largest weight is exactly 1) with V and divides by their row sums in float afterwards "
+            "(`quantize.unnormalized`); the softmax's exp and sums are float."
+            if get_target(recipe["target"]).unnormalized_attention
+            else ""
+        )
     )
 
 

@@ -44,6 +44,9 @@ class Target:
     # Whether --per-channel is the default: where the compiler takes per-channel weights for free
     # and it measured better on every gate condition.
     per_channel_default: bool = False
+    # Attention multiplies exp(s − max s) with V and divides by the row sums after (quantize.unnormalized),
+    # so 8-bit attention weights keep each row's largest values; 16-bit ones do not need it.
+    unnormalized_attention: bool = False
 
 
 TARGETS = {
@@ -65,6 +68,7 @@ TARGETS = {
         8,
         False,
         "as cpu (OpenVINO reads QDQ ONNX and keeps the rest in f32)",
+        unnormalized_attention=True,
     ),
     "qnn": Target(
         "qnn",
@@ -90,6 +94,7 @@ TARGETS = {
         power_of_two_scales=True,
         default_method="minmse",
         weights="int8 (symmetric, power-of-two scale)",
+        unnormalized_attention=True,
     ),
 }
 
@@ -129,9 +134,19 @@ def source_node_name(name: str) -> str:
 
 def prepare_float_model(source: Path, target: Target, workdir: Path) -> Path:
     """The float graph the target's QDQ is placed on (and calibrated against)."""
+    output = workdir / f"{source.stem}.{target.name}.onnx"
+    if target.unnormalized_attention:
+        import onnx
+
+        from amanuensis.quantize.unnormalized import unnormalized_attention
+
+        unnormalized = workdir / f"{source.stem}.unnormalized.onnx"
+        model = onnx.load(str(source))
+        unnormalized_attention(model)
+        onnx.save(model, str(unnormalized))
+        source = unnormalized
     if not target.fuse_gelu:
         return source
     from onnxruntime.quantization.execution_providers.qnn import qnn_preprocess_model
 
-    output = workdir / f"{source.stem}.{target.name}.onnx"
     return output if qnn_preprocess_model(source, output) else source

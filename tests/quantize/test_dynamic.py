@@ -13,9 +13,9 @@ from amanuensis.quantize.dynamic import (
     build_dynamic,
     dynamic_integer_nodes,
     store_exact_float16,
-    unnormalized_attention,
 )
 from amanuensis.quantize.recipe import QuantRecipe
+from amanuensis.quantize.unnormalized import unnormalized_attention
 
 from ..conftest import sqnr_db
 

@@ -29,6 +29,11 @@ MIN_PER_CHANNEL_GAIN_DB = 2.0
 # qnn decoder logits vs FP32 with the masked-score ranges bounded, against the ranges as measured, worst of
 # steps 4-11 on one calibration clip (21.8 against 19.1 dB measured, 2026-12-01)
 MIN_MASK_BOUND_GAIN_DB = 1.0
+# openvino flavour, encoder with the shipped table, worst cross K/V vs FP32: attention × V integer on
+# unnormalized weights against the same products float, and against 8-bit softmax probabilities, on the
+# sample (15.1, 14.6 and 4.5 dB measured, 2026-12-01)
+MAX_UNNORMALIZED_LOSS_DB = 2.0
+MIN_UNNORMALIZED_GAIN_DB = 6.0
 
 
 def test_vitisai_flavour_has_power_of_two_scales(tiny: WhisperModel, mel_window: np.ndarray, tmp_path) -> None:
@@ -148,3 +153,49 @@ def test_masked_scores_saturate_just_below_the_real_ones(tiny: WhisperModel, tmp
         sqnr[name] = min(sqnr_db(ref, out) for ref, out in zip(reference, logits, strict=True))
     print(f"\nqnn decoder logits vs FP32, worst of steps 4-11: bounded {sqnr['bounded']:.1f}, raw {sqnr['raw']:.1f} dB")
     assert sqnr["bounded"] > sqnr["raw"] + MIN_MASK_BOUND_GAIN_DB
+
+
+def test_eight_bit_attention_weights_are_unnormalized(
+    tiny: WhisperModel, mel_window: np.ndarray, tmp_path, monkeypatch
+) -> None:
+    """The 8-bit static flavours multiply exp(s − max s), not softmax probabilities, with V, so an
+    8-bit scale of 1/255 keeps each row's largest weights; the product reaches its division by the
+    row sums in float. With those products integer the encoder tracks FP32 about as closely as with
+    them float, and far closer than with 8-bit probabilities."""
+    from dataclasses import replace
+
+    from amanuensis.quantize import targets
+
+    table = load_table(tiny.checkpoint, target="openvino")
+    source = export.graph_path(tiny.checkpoint, GraphKind.ENCODER)
+    attention = [
+        f"encoder/layer_{layer}/self_attention/MatMul_1" for layer in range(tiny.checkpoint.dims.n_audio_layer)
+    ]
+    others = [name for name in table.excluded_nodes["encoder"] if name not in attention]  # kept float throughout
+    recipe = QuantRecipe(target="openvino")
+    fp32 = tiny.runtime.encoder(mel_window)
+
+    def worst_sqnr(name: str, exclude: list[str]) -> float:
+        path = tmp_path / f"encoder-{name}.onnx"
+        build_qdq(source, path, recipe, table.ranges["encoder"], exclude=exclude)
+        outputs = Encoder(path, tiny.checkpoint.dims, RuntimeOptions(threads=2))(mel_window)
+        return min(sqnr_db(reference, outputs[key]) for key, reference in fp32.items())
+
+    unnormalized = worst_sqnr("unnormalized", others)
+    model = onnx.load(str(tmp_path / "encoder-unnormalized.onnx"))
+    producer = {out: node for node in model.graph.node for out in node.output}
+    readers = {name: node for node in model.graph.node for name in node.input}
+    products = [node for node in model.graph.node if node.name in attention]
+    assert len(products) == len(attention)
+    for node in products:
+        assert all(producer[name].op_type == "DequantizeLinear" for name in node.input)
+        assert readers[node.output[0]].op_type == "Div"
+    float_products = worst_sqnr("float", others + attention)
+    monkeypatch.setitem(targets.TARGETS, "openvino", replace(targets.TARGETS["openvino"], unnormalized_attention=False))
+    probabilities = worst_sqnr("probabilities", others)
+    print(
+        f"\nworst cross K/V vs FP32: unnormalized {unnormalized:.1f}, products float {float_products:.1f}, "
+        f"8-bit probabilities {probabilities:.1f} dB"
+    )
+    assert unnormalized > float_products - MAX_UNNORMALIZED_LOSS_DB
+    assert unnormalized > probabilities + MIN_UNNORMALIZED_GAIN_DB
