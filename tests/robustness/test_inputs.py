@@ -55,8 +55,8 @@ def test_nan_samples_through_the_api_warn_and_transcribe(tiny, speech) -> None:
     assert _wer(text) <= MAX_WER, text
 
 
-def test_nan_samples_inside_a_stream_cost_only_themselves(tiny, speech) -> None:
-    stream = TranscriptionStream(tiny, language="en")
+def test_nan_samples_inside_a_stream_cost_only_themselves(tiny_int8, speech) -> None:
+    stream = TranscriptionStream(tiny_int8, language="en")
     glitched = _with_glitches(speech, 10, 0)
     events = []
     with pytest.warns(RuntimeWarning, match="set to silence"):
@@ -101,12 +101,12 @@ def test_unusable_input_is_a_clear_error(tiny, audio, message) -> None:
         tiny.transcribe(audio)
 
 
-def test_int16_bytes_in_a_float_stream_are_refused(tiny, speech) -> None:
-    stream = TranscriptionStream(tiny, language="en")
+def test_int16_bytes_in_a_float_stream_are_refused(tiny_int8, speech) -> None:
+    stream = TranscriptionStream(tiny_int8, language="en")
     pcm = (speech[:16000] * 32767).astype(np.int16).tobytes()
     with pytest.raises(AudioError, match="declare its format"):
         stream.feed(pcm)
-    declared = TranscriptionStream(tiny, audio_format=AudioFormat(encoding="int16"), language="en")
+    declared = TranscriptionStream(tiny_int8, audio_format=AudioFormat(encoding="int16"), language="en")
     events = declared.feed((speech * 32767).astype(np.int16).tobytes()) + declared.finish()
     assert _wer(confirmed_text(events)) <= MAX_WER
 
