@@ -134,7 +134,7 @@ def source_node_name(name: str) -> str:
 
 def prepare_float_model(source: Path, target: Target, workdir: Path) -> Path:
     """The float graph the target's QDQ is placed on (and calibrated against)."""
-    output = workdir / f"{source.stem}.{target.name}.onnx"
+    output = workdir / f"{source.stem}.{target.name}.onnx"  # named after the graph as exported
     if target.unnormalized_attention:
         import onnx
 

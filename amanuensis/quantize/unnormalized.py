@@ -14,6 +14,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from amanuensis.export.graph_index import GraphIndex, replace_nodes
+from amanuensis.quantize.per_row import unit_rows
 
 LAST_AXIS = -1
 UNNORMALIZED_SUFFIX = "/unnormalized"  # the product of the weights with V, before the division
@@ -67,10 +68,9 @@ def attention_weight_ranges(graph: onnx.GraphProto) -> dict[str, tuple[float, fl
     (each row's largest is exactly 1, whatever a calibration measured). Their products with V get
     the same placeholder, because ``quantize_static`` wants a range for every output it wraps, and
     the static build drops that Q/DQ pair again (qdq.keep_unnormalized_context_float)."""
+    index = GraphIndex(graph)
     ranges = {}
     for node in graph.node:
-        if node.op_type == "Exp" and node.output[0].endswith("/Softmax:0"):
-            ranges[node.output[0]] = (0.0, 1.0)
-        if node.op_type == "MatMul" and node.output[0].endswith(UNNORMALIZED_SUFFIX):
-            ranges[node.output[0]] = (0.0, 1.0)
+        if node.op_type == "MatMul" and unit_rows(index, node.input[0]):
+            ranges[node.input[0]] = ranges[node.output[0]] = (0.0, 1.0)
     return ranges
