@@ -19,7 +19,7 @@ from amanuensis import devices, export
 from amanuensis.devices import CPU_EP, SessionPlan
 from amanuensis.errors import OptionsError
 from amanuensis.export import ENCODER_QUERY_CHUNKS, GraphKind
-from amanuensis.export.io_names import MASKED_SCORE, cross_kv_names, new_kv_names, run_time_names, self_kv_names
+from amanuensis.export.io_names import MASKED_SCORE, Feed, cross_kv_names, new_kv_names, run_time_names, self_kv_names
 from amanuensis.models import ModelDims, WhisperCheckpoint
 from amanuensis.precision import choose_precision
 from amanuensis.sessions import GraphSession, SessionSettings, nodes_per_ep, open_session
@@ -53,7 +53,6 @@ def make_session(path: Path, options: RuntimeOptions, session_plan: SessionPlan 
 
 
 CrossKV = dict[str, np.ndarray]  # cross_k_i / cross_v_i arrays from the encoder
-Feed = dict[str, np.ndarray]  # one session.run input dict
 FeedObserver = Callable[[Feed], None]  # sees every input a graph is given (calibration records them)
 
 

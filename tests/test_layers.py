@@ -16,7 +16,7 @@ LAYERS = {
     0: ["errors", "audio", "samples", "noise", "normalizer", "vad"],
     1: ["ct2", "models", "tokenizer"],
     2: ["export", "quantize", "quantize.recipe", "quantize.targets", "quantize.per_row", "quantize.dynamic",
-        "quantize.qdq", "quantize.mse", "quantize.smooth"],
+        "quantize.qdq", "quantize.mse", "quantize.smooth", "quantize.split"],
     3: ["devices", "sessions", "precision", "runtime"],
     4: ["choosers", "decoding"],
     5: ["transcribe", "writers", "engine", "__init__"],

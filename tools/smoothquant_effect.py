@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from common import ROOT, model_parser
 
 from amanuensis.engine import WhisperModel
@@ -27,25 +26,10 @@ from amanuensis.quantize.analysis import compute_nodes, isolated_sensitivity
 from amanuensis.quantize.calibration import NOISE_FOLDER, find_calibration_clips, record_inputs, with_noisy_copies
 from amanuensis.quantize.pipeline import float_graph, sensitivity_clips, sensitivity_feeds
 from amanuensis.quantize.recipe import QuantRecipe
-from amanuensis.quantize.smooth import ALPHAS, smooth, smoothable
+from amanuensis.quantize.smooth import ALPHAS, apply_scales, channel_stats, scales_for, smoothable
 from amanuensis.runtime import RuntimeOptions
 
 DYNAMIC = QuantRecipe(scheme="dynamic", per_channel=True)
-
-
-def channel_maxima(model: onnx.ModelProto, outputs: set[str], feeds: list[dict]) -> dict[str, np.ndarray]:
-    """max |x| per channel (last axis) of each named tensor over the feeds."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in outputs)
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    names = sorted(outputs)
-    maxima: dict[str, np.ndarray] = {}
-    for feed in feeds:
-        for name, value in zip(names, session.run(names, feed), strict=True):
-            peak = np.abs(value).reshape(-1, value.shape[-1]).max(axis=0)
-            maxima[name] = np.maximum(maxima.get(name, peak), peak)
-    return maxima
 
 
 def main() -> int:
@@ -65,7 +49,7 @@ def main() -> int:
             path = float_graph(checkpoint, graph)
             model = onnx.load(str(path))
             targets = smoothable(model)
-            maxima = channel_maxima(model, set(targets.values()), feeds[graph])
+            stats = channel_stats(model, set(targets.values()), feeds[graph], len(feeds[graph]))
             nodes = {n.name: n for n in compute_nodes(model) if n.name in targets}
             for name, node in nodes.items():
                 row = {"graph": graph, "node": name, "macs": node.macs}
@@ -74,7 +58,15 @@ def main() -> int:
                     row[technique or "per_tensor"] = ranked[0].sqnr_db
                 for alpha in ALPHAS:
                     smoothed = onnx.load(str(path))
-                    smooth(smoothed, targets[name], maxima[targets[name]], alpha)
+                    norm = targets[name]
+                    readers = [n for n in smoothed.graph.node if norm in n.input]
+                    weights = [
+                        onnx.numpy_helper.to_array(i)
+                        for r in readers
+                        for i in smoothed.graph.initializer
+                        if i.name == r.input[1]
+                    ]
+                    apply_scales(smoothed, {norm: scales_for(stats[norm].peak, weights, alpha)})
                     smoothed_path = Path(tmp) / f"smoothed-{graph}.onnx"
                     onnx.save(smoothed, str(smoothed_path))
                     ranked = isolated_sensitivity(smoothed_path, DYNAMIC, {}, [node], feeds[graph])

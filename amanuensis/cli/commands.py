@@ -125,6 +125,10 @@ def run_quantize(args: argparse.Namespace) -> int:
         activation_bits=args.activation_bits or get_target(args.target).default_activation_bits,
         activation_symmetric=args.symmetric_activations,
         target=args.target,
+        smooth=get_target(args.target).smooth_default and scheme == "static" if args.smooth is None else args.smooth,
+        split_ffn=get_target(args.target).split_ffn_default and scheme == "static"
+        if args.split_ffn is None
+        else args.split_ffn,
     )
     if not args.validation.is_file():
         raise UsageError(f"validation manifest {args.validation} not found (run from a checkout or pass --validation)")

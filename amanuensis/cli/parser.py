@@ -224,6 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="one weight scale per output channel (default: on for the dynamic scheme and --target qnn, off otherwise)",
     )
     qu.add_argument(
+        "--smooth",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="SmoothQuant scaling folded into each LayerNorm before its MatMuls, α chosen per LayerNorm on the "
+        "calibration audio (static scheme; default: the target's)",
+    )
+    qu.add_argument(
+        "--split-ffn",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="split each FFN's second MatMul by hidden-channel range so loud channels get their own activation "
+        "scale, groups chosen on the calibration audio (static scheme; default: the target's)",
+    )
+    qu.add_argument(
         "--target",
         choices=TARGET_NAMES,
         default="cpu",

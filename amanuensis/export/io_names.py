@@ -6,6 +6,9 @@ Kept apart from the builders so that running a model imports neither ``onnx`` no
 
 from __future__ import annotations
 
+import numpy as np
+
+Feed = dict[str, np.ndarray]  # one session.run input dict, by the names below
 MASKED_SCORE = -1e4  # additive mask value: exp() underflows to exactly 0 in float32
 
 

@@ -128,9 +128,15 @@ def build_int8_graph(
         techniques = table.node_techniques.get(_table_key(graph), {})
         build_dynamic(source, path, table.recipe, excluded, query_chunks=chunks, techniques=techniques)
     else:
-        from amanuensis.quantize.qdq import build_qdq
+        import tempfile
 
-        build_qdq(source, path, table.recipe, table.ranges[graph], excluded)
+        from amanuensis.quantize.qdq import build_qdq
+        from amanuensis.quantize.split import rewritten_copy
+
+        key = _table_key(graph)
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".rewrite-") as tmp:
+            rewritten = rewritten_copy(source, table.splits.get(key, {}), table.smoothing.get(key, {}), Path(tmp))
+            build_qdq(rewritten, path, table.recipe, table.ranges[graph], excluded)
     return path
 
 

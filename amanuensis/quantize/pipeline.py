@@ -44,6 +44,8 @@ from amanuensis.quantize.calibration import (
 from amanuensis.quantize.dynamic import KEPT_INTEGER
 from amanuensis.quantize.per_row import TECHNIQUES, choose_technique
 from amanuensis.quantize.recipe import QuantRecipe, RangeTable
+from amanuensis.quantize.smooth import smoothing_for
+from amanuensis.quantize.split import rewritten_copy, splitting_for
 from amanuensis.runtime import Feed, RuntimeOptions
 from amanuensis.transcribe import TranscribeOptions
 
@@ -164,15 +166,42 @@ def sensitivity_clips(clips: list[CalibrationClip]) -> list[CalibrationClip]:
 
 
 def table_from_inputs(checkpoint: WhisperCheckpoint, recorded: RecordedInputs, recipe: QuantRecipe) -> RangeTable:
-    ranges = {}
-    for graph, feeds, count in (
-        (GraphKind.ENCODER, recorded.encoder_feeds(), len(recorded.encoder)),
-        (GraphKind.DECODER, recorded.decoder_feeds(), len(recorded.decoder)),
-    ):
-        with tqdm(total=count, desc=f"{recipe.method} ranges: {graph}", unit="run") as bar:
-            ranges[graph] = compute_ranges(float_graph(checkpoint, graph), feeds, recipe, bar.update)
+    """Every activation range, of the rewritten graphs when the recipe splits FFNs or smooths
+    (channel groups and α chosen on the same inputs)."""
+    ranges, smoothing, splits = {}, {}, {}
+    with tempfile.TemporaryDirectory(prefix="amanuensis-rewrite-") as tmp:
+        for graph, feeds, count in (
+            (GraphKind.ENCODER, recorded.encoder_feeds, len(recorded.encoder)),
+            (GraphKind.DECODER, recorded.decoder_feeds, len(recorded.decoder)),
+        ):
+            source = float_graph(checkpoint, graph)
+            splits[graph] = smoothing[graph] = {}
+            if recipe.split_ffn:
+                bar = tqdm(feeds(), total=count, desc=f"FFN channel groups: {graph}", unit="run")
+                splits[graph] = splitting_for(source, bar, count)
+            if recipe.smooth:
+                split = rewritten_copy(source, splits[graph], {}, Path(tmp))
+                bar = tqdm(feeds(), total=count, desc=f"SmoothQuant: {graph}", unit="run")
+                smoothing[graph] = smoothing_for(split, bar, count, recipe.activation_bits, recipe.per_channel)
+            source = rewritten_copy(source, splits[graph], smoothing[graph], Path(tmp))
+            with tqdm(total=count, desc=f"{recipe.method} ranges: {graph}", unit="run") as bar:
+                ranges[graph] = compute_ranges(source, feeds(), recipe, bar.update)
     return RangeTable(
-        checkpoint.files.name, checkpoint.digest, export.VERSIONS["export"], recipe, recorded.sources, ranges
+        checkpoint.files.name,
+        checkpoint.digest,
+        export.VERSIONS["export"],
+        recipe,
+        recorded.sources,
+        ranges,
+        smoothing={g: s for g, s in smoothing.items() if s},
+        splits={g: s for g, s in splits.items() if s},
+    )
+
+
+def table_graph(checkpoint: WhisperCheckpoint, table: RangeTable, graph: GraphKind, directory: Path) -> Path:
+    """The float graph a table's QDQ build starts from (FFN splits and smoothing folded in)."""
+    return rewritten_copy(
+        float_graph(checkpoint, graph), table.splits.get(graph, {}), table.smoothing.get(graph, {}), directory
     )
 
 
@@ -200,12 +229,13 @@ def rank_sensitivity(
     feeds: dict[str, list[Feed]],
 ) -> dict[str, list[NodeSensitivity]]:
     ranked = {}
-    for graph in GRAPHS:
-        path = float_graph(checkpoint, graph)
-        with tqdm(total=len(nodes[graph]), desc=f"sensitivity: {graph}", unit="node") as bar:
-            ranked[graph] = isolated_sensitivity(
-                path, table.recipe, table.ranges.get(graph, {}), nodes[graph], feeds[graph], lambda _: bar.update()
-            )
+    with tempfile.TemporaryDirectory(prefix="amanuensis-rewrite-") as tmp:
+        for graph in GRAPHS:
+            path = table_graph(checkpoint, table, graph, Path(tmp))
+            with tqdm(total=len(nodes[graph]), desc=f"sensitivity: {graph}", unit="node") as bar:
+                ranked[graph] = isolated_sensitivity(
+                    path, table.recipe, table.ranges.get(graph, {}), nodes[graph], feeds[graph], lambda _: bar.update()
+                )
     return ranked
 
 
@@ -254,7 +284,10 @@ def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationRe
     table, ranking_feeds = calibrate(checkpoint, clips, config.recipe, config.calibration_dir.parent, config.threads)
 
     fp32 = WhisperModel(checkpoint, RuntimeOptions(precision="fp32", threads=config.threads))
-    nodes = {graph: compute_nodes(onnx.load(str(float_graph(checkpoint, graph)))) for graph in GRAPHS}
+    with tempfile.TemporaryDirectory(prefix="amanuensis-rewrite-") as tmp:
+        nodes = {
+            graph: compute_nodes(onnx.load(str(table_graph(checkpoint, table, graph, Path(tmp))))) for graph in GRAPHS
+        }
     ranked: dict[str, list[NodeSensitivity]] = {graph: [] for graph in GRAPHS}  # ranked once a step fails
     order: list[tuple[float, str, str]] = []
     log(f"FP32 WER on {', '.join(c.name for c in config.conditions)} (greedy)")

@@ -38,6 +38,12 @@ class QuantRecipe:
     # "static": calibrated QDQ, what NPU compilers need; "dynamic": activation scales measured at run
     # time (CPU only; nothing is calibrated, so method, activation_bits and symmetry do not apply)
     scheme: str = "static"
+    # SmoothQuant scaling folded into each LayerNorm before its MatMuls, α chosen per LayerNorm on
+    # calibration inputs (quantize.smooth); static scheme only
+    smooth: bool = False
+    # the second product of each FFN split by hidden-channel group, so its loud channels get their
+    # own activation range (quantize.split); static scheme only
+    split_ffn: bool = False
 
     def __post_init__(self) -> None:
         get_target(self.target)
@@ -49,6 +55,13 @@ class QuantRecipe:
             raise OptionsError(f"unknown calibration method {self.method!r}; choose from {', '.join(METHODS)}")
         if self.activation_bits not in (8, 16):
             raise OptionsError("activation width must be 8 or 16 bits")
+        if self.smooth and self.scheme != "static":
+            raise OptionsError("SmoothQuant scaling is for static (calibrated) activation ranges")
+        if self.split_ffn and self.scheme != "static":
+            raise OptionsError("splitting FFN channels by range is for static (calibrated) activation ranges")
+        if self.split_ffn and get_target(self.target).quantized_op_types is None:
+            # a whole-graph flavour quantizes the Split too, and its outputs share its input's scale
+            raise OptionsError(f"--split-ffn needs a target that quantizes only compute ops, not {self.target}")
 
     @property
     def activation_type(self) -> QuantType:
@@ -82,6 +95,10 @@ class QuantRecipe:
             kept = ", ".join(f"{op} after {feeder}" for op, feeder in target.per_tensor_products)
             weights = f"per-channel int8 (symmetric) weights ({kept}: per-tensor {target.weights})"
         text = f"{self.method}, {weights}, {sym} {self.activation_bits}-bit activations"
+        if self.smooth:
+            text += ", SmoothQuant scaling before LayerNorm-fed MatMuls"
+        if self.split_ffn:
+            text += ", FFN second products split by channel range"
         return text if self.target == "cpu" else f"{text}, target {self.target}"
 
     @property
@@ -107,6 +124,10 @@ class RangeTable:
     excluded_nodes: dict[str, list[str]] = field(default_factory=dict)  # graph → nodes kept in float
     # graph → node → finer integer form (quantize.per_row.TECHNIQUES; dynamic scheme only)
     node_techniques: dict[str, dict[str, str]] = field(default_factory=dict)
+    # graph → LayerNorm output → {"alpha", "scales"}: SmoothQuant scaling folded in before QDQ (quantize.smooth)
+    smoothing: dict[str, dict[str, dict]] = field(default_factory=dict)
+    # graph → FFN second-product node → its hidden channels per group, loudest first (quantize.split)
+    splits: dict[str, dict[str, list[list[int]]]] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
         """Short hash naming the cache folder of graphs built from this table."""
@@ -115,7 +136,16 @@ class RangeTable:
 
     def to_dict(self) -> dict:
         techniques = {g: t for g, t in self.node_techniques.items() if t}
-        return ({"node_techniques": techniques} if techniques else {}) | {
+        optional = {
+            key: entries
+            for key, entries in (
+                ("node_techniques", techniques),
+                ("smoothing", {g: t for g, t in self.smoothing.items() if t}),
+                ("splits", {g: t for g, t in self.splits.items() if t}),
+            )
+            if entries
+        }
+        return optional | {
             "format": TABLE_FORMAT,
             "model": self.model,
             "weights_digest": self.weights_digest,
@@ -139,6 +169,8 @@ class RangeTable:
             ranges={g: {k: (lo, hi) for k, (lo, hi) in r.items()} for g, r in data["ranges"].items()},
             excluded_nodes=data.get("excluded_nodes", {}),
             node_techniques=data.get("node_techniques", {}),
+            smoothing=data.get("smoothing", {}),
+            splits=data.get("splits", {}),
         )
 
     def save(self, path: Path) -> None:

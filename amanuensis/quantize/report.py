@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import onnx
@@ -13,7 +15,7 @@ from amanuensis.export import GraphKind
 from amanuensis.models import WhisperCheckpoint
 from amanuensis.quantize import GRAPHS, build_int8_graph
 from amanuensis.quantize.analysis import TensorError, activation_errors, int8_node_names, quant_params
-from amanuensis.quantize.pipeline import QuantizationResult, float_graph, sixteen_bit_nodes
+from amanuensis.quantize.pipeline import QuantizationResult, float_graph, sixteen_bit_nodes, table_graph
 from amanuensis.quantize.targets import get_target
 from amanuensis.runtime import Feed
 
@@ -28,8 +30,11 @@ def _graph_facts(
     checkpoint: WhisperCheckpoint, result: QuantizationResult, feeds: dict[str, list[Feed]]
 ) -> dict[str, dict]:
     facts = {}
+    rewritten = Path(tempfile.mkdtemp(prefix="amanuensis-report-"))
     for graph in GRAPHS:
         fp32_path = float_graph(checkpoint, graph)
+        # tensors are compared with the float graph the build started from (splits, smoothing folded in)
+        reference = table_graph(checkpoint, result.table, graph, rewritten)
         int8_path = build_int8_graph(checkpoint, result.table, graph)
         built = onnx.load(str(int8_path))
         int8_names = int8_node_names(built)
@@ -38,7 +43,7 @@ def _graph_facts(
         errors: list[TensorError] = (
             []  # no calibrated ranges to measure against: every scale is the tensor's own at run time
             if result.table.recipe.scheme == "dynamic"
-            else activation_errors(fp32_path, int8_path, feeds[graph][: ERROR_FEEDS[graph]], result.table.ranges[graph])
+            else activation_errors(reference, int8_path, feeds[graph][: ERROR_FEEDS[graph]], result.table.ranges[graph])
         )
         by_tensor = {e.tensor: e for e in errors}
         int8_macs = sum(n.macs for n in nodes if n.name in int8_names)
@@ -71,6 +76,7 @@ def _graph_facts(
                 for p in quant_params(built)
             ],
         }
+    shutil.rmtree(rewritten, ignore_errors=True)
     return facts
 
 
@@ -299,7 +305,8 @@ def render_markdown(report: dict) -> str:
         for graph, ranking in report["sensitivity"].items():
             for s in ranking[:12]:
                 lines.append(f"| {graph} | `{s['node']}` | {s['macs'] / 1e6:.0f} | {s['sqnr_db']:.1f} |")
-        lines += ["", f"![per-node error]({_file_names(report['recipe']['target'])[2]})"]
+        if report.get("plot"):
+            lines += ["", f"![per-node error]({report['plot']})"]
     else:
         lines.append("Not ranked: the build with every node quantized passed the gate, so none was needed.")
     lines += [
@@ -370,9 +377,8 @@ def write_report(report: dict, directory: Path, target: str = "cpu") -> list[Pat
     """quantization_report.{md,json} and quantization_error.png; NPU flavours add ``.<target>``."""
     directory.mkdir(parents=True, exist_ok=True)
     md, js, png = (directory / n for n in _file_names(target))
+    plotted = any(report["sensitivity"].values()) and plot_sensitivity(report, png)
+    report = report | ({"plot": png.name} if plotted else {})
     js.write_text(json.dumps(report, indent=1) + "\n")
     md.write_text(render_markdown(report))
-    written = [md, js]
-    if any(report["sensitivity"].values()) and plot_sensitivity(report, png):
-        written.append(png)
-    return written
+    return [md, js, png] if plotted else [md, js]

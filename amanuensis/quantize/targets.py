@@ -47,6 +47,10 @@ class Target:
     # Attention multiplies exp(s − max s) with V and divides by the row sums after (quantize.unnormalized),
     # so 8-bit attention weights keep each row's largest values; 16-bit ones do not need it.
     unnormalized_attention: bool = False
+    # Whether `amanuensis quantize` folds SmoothQuant scaling into the LayerNorms unless told otherwise
+    smooth_default: bool = False
+    # Whether it splits each FFN's second product by hidden-channel range unless told otherwise
+    split_ffn_default: bool = False
 
 
 TARGETS = {
@@ -69,6 +73,8 @@ TARGETS = {
         False,
         "as cpu (OpenVINO reads QDQ ONNX and keeps the rest in f32)",
         unnormalized_attention=True,
+        # its shipped table passed the gate with SmoothQuant scaling (docs/quantization.md)
+        smooth_default=True,
     ),
     "qnn": Target(
         "qnn",
