@@ -255,7 +255,7 @@ def test_iterator_async_and_feed_forms_agree(tiny_int8: WhisperModel, speech: np
 
 
 def test_streams_in_threads_share_one_model(tiny_int8: WhisperModel, speech: np.ndarray, validation) -> None:
-    clips = [speech[: 8 * RATE], load_audio(validation[0].audio).samples[: 8 * RATE]]  # several updates each
+    clips = [speech[: 5 * RATE], load_audio(validation[0].audio).samples[: 5 * RATE]]  # several updates each
     alone = [feed_all(TranscriptionStream(tiny_int8), random_chunks(c, 8)) for c in clips]
     together: list[list[StreamEvent] | None] = [None] * len(clips)
     errors: list[BaseException] = []
