@@ -131,11 +131,10 @@ def build_int8_graph(
         import tempfile
 
         from amanuensis.quantize.qdq import build_qdq
-        from amanuensis.quantize.split import rewritten_copy
+        from amanuensis.quantize.split import table_rewrite
 
-        key = _table_key(graph)
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".rewrite-") as tmp:
-            rewritten = rewritten_copy(source, table.splits.get(key, {}), table.smoothing.get(key, {}), Path(tmp))
+            rewritten = table_rewrite(source, table, _table_key(graph), Path(tmp))
             build_qdq(rewritten, path, table.recipe, table.ranges[graph], excluded)
     return path
 

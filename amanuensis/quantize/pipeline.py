@@ -45,7 +45,7 @@ from amanuensis.quantize.dynamic import KEPT_INTEGER
 from amanuensis.quantize.per_row import TECHNIQUES, choose_technique
 from amanuensis.quantize.recipe import QuantRecipe, RangeTable
 from amanuensis.quantize.smooth import smoothing_for
-from amanuensis.quantize.split import rewritten_copy, splitting_for
+from amanuensis.quantize.split import rewritten_copy, splitting_for, table_rewrite
 from amanuensis.runtime import Feed, RuntimeOptions
 from amanuensis.transcribe import TranscribeOptions
 
@@ -179,11 +179,11 @@ def table_from_inputs(checkpoint: WhisperCheckpoint, recorded: RecordedInputs, r
             if recipe.split_ffn:
                 bar = tqdm(feeds(), total=count, desc=f"FFN channel groups: {graph}", unit="run")
                 splits[graph] = splitting_for(source, bar, count)
+            source = rewritten_copy(source, splits[graph], {}, Path(tmp))
             if recipe.smooth:
-                split = rewritten_copy(source, splits[graph], {}, Path(tmp))
                 bar = tqdm(feeds(), total=count, desc=f"SmoothQuant: {graph}", unit="run")
-                smoothing[graph] = smoothing_for(split, bar, count, recipe.activation_bits, recipe.per_channel)
-            source = rewritten_copy(source, splits[graph], smoothing[graph], Path(tmp))
+                smoothing[graph] = smoothing_for(source, bar, count, recipe.activation_bits, recipe.per_channel)
+                source = rewritten_copy(source, {}, smoothing[graph], Path(tmp))
             with tqdm(total=count, desc=f"{recipe.method} ranges: {graph}", unit="run") as bar:
                 ranges[graph] = compute_ranges(source, feeds(), recipe, bar.update)
     return RangeTable(
@@ -200,9 +200,7 @@ def table_from_inputs(checkpoint: WhisperCheckpoint, recorded: RecordedInputs, r
 
 def table_graph(checkpoint: WhisperCheckpoint, table: RangeTable, graph: GraphKind, directory: Path) -> Path:
     """The float graph a table's QDQ build starts from (FFN splits and smoothing folded in)."""
-    return rewritten_copy(
-        float_graph(checkpoint, graph), table.splits.get(graph, {}), table.smoothing.get(graph, {}), directory
-    )
+    return table_rewrite(float_graph(checkpoint, graph), table, graph, directory)
 
 
 def sensitivity_feeds(recorded: RecordedInputs) -> dict[str, list[Feed]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -30,53 +29,55 @@ def _graph_facts(
     checkpoint: WhisperCheckpoint, result: QuantizationResult, feeds: dict[str, list[Feed]]
 ) -> dict[str, dict]:
     facts = {}
-    rewritten = Path(tempfile.mkdtemp(prefix="amanuensis-report-"))
-    for graph in GRAPHS:
-        fp32_path = float_graph(checkpoint, graph)
-        # tensors are compared with the float graph the build started from (splits, smoothing folded in)
-        reference = table_graph(checkpoint, result.table, graph, rewritten)
-        int8_path = build_int8_graph(checkpoint, result.table, graph)
-        built = onnx.load(str(int8_path))
-        int8_names = int8_node_names(built)
-        nodes = result.nodes[graph]
-        total = sum(n.macs for n in nodes)
-        errors: list[TensorError] = (
-            []  # no calibrated ranges to measure against: every scale is the tensor's own at run time
-            if result.table.recipe.scheme == "dynamic"
-            else activation_errors(reference, int8_path, feeds[graph][: ERROR_FEEDS[graph]], result.table.ranges[graph])
-        )
-        by_tensor = {e.tensor: e for e in errors}
-        int8_macs = sum(n.macs for n in nodes if n.name in int8_names)
-        wide = sixteen_bit_nodes(result.table, graph, int8_names)
-        a16_macs = sum(n.macs for n in nodes if n.name in wide)
-        facts[graph] = {
-            "fp32_bytes": fp32_path.stat().st_size,
-            "int8_bytes": int8_path.stat().st_size,
-            "macs": total,
-            "int8_macs": int8_macs,
-            "mac_shares": {
-                "W8A8": (int8_macs - a16_macs) / total,
-                "W8A16": a16_macs / total,
-                "float": 1 - int8_macs / total,
-            },
-            "techniques": result.table.node_techniques.get(graph, {}),
-            "int8_nodes": sorted(int8_names),
-            "float_nodes": [n.name for n in nodes if n.name not in int8_names],
-            "activations": [
-                {
-                    "tensor": p.tensor,
-                    "scale": p.scale,
-                    "zero_point": p.zero_point,
-                    "dtype": p.dtype,
-                    "range": list(result.table.ranges.get(graph, {}).get(p.tensor, (None, None))),
-                    "clip_rate": by_tensor[p.tensor].clip_rate if p.tensor in by_tensor else None,
-                    "qdq_sqnr_db": by_tensor[p.tensor].qdq_sqnr_db if p.tensor in by_tensor else None,
-                    "model_sqnr_db": by_tensor[p.tensor].model_sqnr_db if p.tensor in by_tensor else None,
-                }
-                for p in quant_params(built)
-            ],
-        }
-    shutil.rmtree(rewritten, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="amanuensis-report-") as tmp:
+        rewritten = Path(tmp)
+        for graph in GRAPHS:
+            fp32_path = float_graph(checkpoint, graph)
+            # tensors are compared with the float graph the build started from (splits, smoothing folded in)
+            reference = table_graph(checkpoint, result.table, graph, rewritten)
+            int8_path = build_int8_graph(checkpoint, result.table, graph)
+            built = onnx.load(str(int8_path))
+            int8_names = int8_node_names(built)
+            nodes = result.nodes[graph]
+            total = sum(n.macs for n in nodes)
+            errors: list[TensorError] = (
+                []  # no calibrated ranges to measure against: every scale is the tensor's own at run time
+                if result.table.recipe.scheme == "dynamic"
+                else activation_errors(
+                    reference, int8_path, feeds[graph][: ERROR_FEEDS[graph]], result.table.ranges[graph]
+                )
+            )
+            by_tensor = {e.tensor: e for e in errors}
+            int8_macs = sum(n.macs for n in nodes if n.name in int8_names)
+            wide = sixteen_bit_nodes(result.table, graph, int8_names)
+            a16_macs = sum(n.macs for n in nodes if n.name in wide)
+            facts[graph] = {
+                "fp32_bytes": fp32_path.stat().st_size,
+                "int8_bytes": int8_path.stat().st_size,
+                "macs": total,
+                "int8_macs": int8_macs,
+                "mac_shares": {
+                    "W8A8": (int8_macs - a16_macs) / total,
+                    "W8A16": a16_macs / total,
+                    "float": 1 - int8_macs / total,
+                },
+                "techniques": result.table.node_techniques.get(graph, {}),
+                "int8_nodes": sorted(int8_names),
+                "float_nodes": [n.name for n in nodes if n.name not in int8_names],
+                "activations": [
+                    {
+                        "tensor": p.tensor,
+                        "scale": p.scale,
+                        "zero_point": p.zero_point,
+                        "dtype": p.dtype,
+                        "range": list(result.table.ranges.get(graph, {}).get(p.tensor, (None, None))),
+                        "clip_rate": by_tensor[p.tensor].clip_rate if p.tensor in by_tensor else None,
+                        "qdq_sqnr_db": by_tensor[p.tensor].qdq_sqnr_db if p.tensor in by_tensor else None,
+                        "model_sqnr_db": by_tensor[p.tensor].model_sqnr_db if p.tensor in by_tensor else None,
+                    }
+                    for p in quant_params(built)
+                ],
+            }
     return facts
 
 

@@ -118,9 +118,10 @@ def smoothing_for(source: Path, feeds: Iterable[Feed], runs: int, bits: int, per
     stats = channel_stats(model, set(smoothable(model).values()), feeds, runs)
     smoothing = {}
     for norm_output, seen in sorted(stats.items()):
-        alpha = choose_alpha(seen, _reader_weights(model, norm_output), bits, per_channel)
+        weights = _reader_weights(model, norm_output)
+        alpha = choose_alpha(seen, weights, bits, per_channel)
         if alpha is not None:
-            scales = scales_for(seen.peak, _reader_weights(model, norm_output), alpha)
+            scales = scales_for(seen.peak, weights, alpha)
             smoothing[norm_output] = {"alpha": alpha, "scales": [float(v) for v in scales]}
     return smoothing
 

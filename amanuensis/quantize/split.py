@@ -24,6 +24,7 @@ from onnx import helper, numpy_helper
 
 from amanuensis.export.graph_index import GraphIndex, replace_nodes
 from amanuensis.export.io_names import Feed
+from amanuensis.quantize.recipe import RangeTable
 from amanuensis.quantize.smooth import apply_scales, channel_stats
 
 GROUP_SPAN = 4.0  # a group's loudest channel peaks at most this many times its quietest (2 bits)
@@ -167,3 +168,9 @@ def rewritten_copy(
     output = directory / f"{source.stem}.rewritten.onnx"
     onnx.save(model, str(output))
     return output
+
+
+def table_rewrite(source: Path, table: RangeTable, graph: str, directory: Path) -> Path:
+    """``source`` rewritten as ``table`` says for its ``graph`` entry: the float graph its QDQ
+    build starts from."""
+    return rewritten_copy(source, table.splits.get(graph, {}), table.smoothing.get(graph, {}), directory)
