@@ -115,20 +115,16 @@ def run_quantize(args: argparse.Namespace) -> int:
     from amanuensis.quantize.pipeline import DEFAULT_TARGET_DELTA, QuantizeConfig, run_quantization
     from amanuensis.quantize.recipe import QuantRecipe
     from amanuensis.quantize.report import build_report, write_report
-    from amanuensis.quantize.targets import default_per_channel, get_target
 
-    scheme = args.scheme or ("dynamic" if args.target == "cpu" else "static")
-    recipe = QuantRecipe(
-        method=args.method or get_target(args.target).default_method,
-        per_channel=default_per_channel(args.target, scheme) if args.per_channel is None else args.per_channel,
-        scheme=scheme,
-        activation_bits=args.activation_bits or get_target(args.target).default_activation_bits,
+    recipe = QuantRecipe.for_target(
+        args.target,
+        scheme=args.scheme,
+        method=args.method,
+        per_channel=args.per_channel,
+        activation_bits=args.activation_bits,
         activation_symmetric=args.symmetric_activations,
-        target=args.target,
-        smooth=get_target(args.target).smooth_default and scheme == "static" if args.smooth is None else args.smooth,
-        split_ffn=get_target(args.target).split_ffn_default and scheme == "static"
-        if args.split_ffn is None
-        else args.split_ffn,
+        smooth=args.smooth,
+        split_ffn=args.split_ffn,
     )
     if not args.validation.is_file():
         raise UsageError(f"validation manifest {args.validation} not found (run from a checkout or pass --validation)")
@@ -160,7 +156,7 @@ def run_quantize(args: argparse.Namespace) -> int:
         print(f"gate passed; range table written to {output}")
     report_dir = args.report_dir or (Path("models") / name if Path("models").is_dir() else user_table_path(name).parent)
     comparison_file = report_dir / "recipe_comparison.json"
-    has_comparison = scheme == "static" and args.target == "cpu" and comparison_file.is_file()  # static recipes
+    has_comparison = recipe.scheme == "static" and args.target == "cpu" and comparison_file.is_file()  # static recipes
     comparison = json.loads(comparison_file.read_text()) if has_comparison else []
     report = build_report(checkpoint, result, result.validation_feeds, comparison)
     for path in write_report(report, report_dir, args.target):

@@ -207,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         choices=["minmax", "entropy", "percentile", "minmse"],
         default=None,
-        help="how activation ranges are calibrated (default minmax; for --target vitisai, minmse: the range "
-        "with the least quantization error)",
+        help="how activation ranges are calibrated (default minmax; for --target vitisai at 8 bits, minmse: "
+        "the power-of-two range with the least quantization error)",
     )
     qu.add_argument(
         "--scheme",
@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--per-channel",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="one weight scale per output channel (default: on for the dynamic scheme and --target qnn, off otherwise)",
+        help="one weight scale per output channel (default: on for cpu, qnn and openvino, off for vitisai)",
     )
     qu.add_argument(
         "--smooth",
@@ -242,12 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=TARGET_NAMES,
         default="cpu",
         help="QDQ flavour for the device that will run it (qnn: whole graph, 16-bit activations; "
-        "vitisai: power-of-two scales)",
+        "vitisai: power-of-two scales at 8 bits, A16W8's float scales at 16)",
     )
     qu.add_argument(
         "--activation-bits", type=int, choices=[8, 16], default=None, help="activation width (default: the target's)"
     )
-    qu.add_argument("--symmetric-activations", action="store_true", help="signed activations, zero point 0")
+    qu.add_argument(
+        "--symmetric-activations",
+        action=argparse.BooleanOptionalAction,
+        help="signed activations, zero point 0 (default: the target's; on for vitisai's 16-bit A16W8)",
+    )
     qu.add_argument(
         "--calibration-dir",
         type=Path,

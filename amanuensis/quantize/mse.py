@@ -14,7 +14,6 @@ import numpy as np
 from onnxruntime.quantization.quant_utils import compute_scale_zp, get_qmin_qmax_for_qType
 
 from amanuensis.quantize.recipe import QuantRecipe, Ranges
-from amanuensis.quantize.targets import get_target
 
 POWER_OF_TWO_CANDIDATES = 8  # powers of two tried, from the one covering min/max downwards
 FINE_CANDIDATES = 33  # scales tried otherwise: min/max scale × 2^(−i/8), i = 0…32 (down to 1/16)
@@ -51,7 +50,7 @@ def best_range(histogram: Histogram, recipe: QuantRecipe) -> tuple[float, float]
     scale, _, _, _ = scale_and_zero_point(low, high, recipe)
     if scale == 0:
         return low, high
-    if get_target(recipe.target).power_of_two_scales:
+    if recipe.power_of_two_scales:
         top = np.exp2(np.ceil(np.log2(scale)))
         factors = [top * BELOW_POWER_OF_TWO / 2**i / scale for i in range(POWER_OF_TWO_CANDIDATES)]
     else:

@@ -65,7 +65,7 @@ class QuantizeConfig:
     model: str  # tiny.en, base or a CTranslate2 directory
     calibration_dir: Path  # real speech only, and real noise recordings in its noise/ folder
     conditions: tuple[Condition, ...]  # what the gate judges (clean first); none shares audio with calibration
-    recipe: QuantRecipe = field(default_factory=QuantRecipe)  # how ranges are calibrated and tensors stored
+    recipe: QuantRecipe = field(default_factory=QuantRecipe.for_target)  # the CLI's default: cpu
     target_delta: float = DEFAULT_TARGET_DELTA  # stop keeping nodes float once clean speech loses at most this
     group_size: int = 2  # nodes returned to float per mixed-precision step
     patience: int = 3  # stop after this many steps without a better score (small sets are noisy)

@@ -111,7 +111,7 @@ def build_qdq(
                 chosen = {n.name for n in per_channel_weight_nodes(model, target)}
                 store_weights_per_channel(model, floats, lambda node, _stored: node.name in chosen)
             onnx.save(model, str(staged))
-        if target.power_of_two_scales:
+        if recipe.power_of_two_scales:
             model = onnx.load(str(staged))
             floats = {init.name: numpy_helper.to_array(init) for init in onnx.load(str(source)).graph.initializer}
             round_scales_to_powers_of_two(model, {f"{name}{QUANTIZED_SUFFIX}": v for name, v in floats.items()})

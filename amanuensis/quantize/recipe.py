@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from amanuensis.errors import OptionsError, UserError
-from amanuensis.quantize.targets import get_target
+from amanuensis.quantize.targets import default_per_channel, get_target
 
 if TYPE_CHECKING:
     from onnxruntime.quantization import QuantType
@@ -45,6 +45,36 @@ class QuantRecipe:
     # own activation range (quantize.split); static scheme only
     split_ffn: bool = False
 
+    @classmethod
+    def for_target(
+        cls,
+        target: str = "cpu",
+        *,
+        scheme: str | None = None,
+        method: str | None = None,
+        per_channel: bool | None = None,
+        activation_bits: int | None = None,
+        activation_symmetric: bool | None = None,
+        smooth: bool | None = None,
+        split_ffn: bool | None = None,
+    ) -> QuantRecipe:
+        """The recipe for a target, each option left None taking the target's default, so that
+        ``amanuensis quantize`` and the Python API build the same thing."""
+        spec = get_target(target)
+        scheme = scheme or spec.default_scheme
+        static = scheme == "static"
+        bits = activation_bits or spec.default_activation_bits
+        return cls(
+            method=method or spec.method_for(bits),
+            per_channel=default_per_channel(target, scheme) if per_channel is None else per_channel,
+            activation_bits=bits,
+            activation_symmetric=spec.symmetric_for(bits) if activation_symmetric is None else activation_symmetric,
+            target=target,
+            scheme=scheme,
+            smooth=spec.smooth_default and static if smooth is None else smooth,
+            split_ffn=spec.split_ffn_default and static if split_ffn is None else split_ffn,
+        )
+
     def __post_init__(self) -> None:
         get_target(self.target)
         if self.scheme not in SCHEMES:
@@ -62,6 +92,12 @@ class QuantRecipe:
         if self.split_ffn and get_target(self.target).quantized_op_types is None:
             # a whole-graph flavour quantizes the Split too, and its outputs share its input's scale
             raise OptionsError(f"--split-ffn needs a target that quantizes only compute ops, not {self.target}")
+
+    @property
+    def power_of_two_scales(self) -> bool:
+        """Whether every Q/DQ scale is a power of two: the target's 8-bit format (Vitis AI's XINT8).
+        Its 16-bit format (A16W8) has float scales."""
+        return get_target(self.target).power_of_two_scales and self.activation_bits == 8
 
     @property
     def activation_type(self) -> QuantType:
@@ -90,7 +126,8 @@ class QuantRecipe:
         sym = "symmetric" if self.activation_symmetric else "asymmetric"
         granularity = "per-channel" if self.per_channel else "per-tensor"
         target = get_target(self.target)
-        weights = f"{granularity} {target.weights} weights"
+        stored = target.weights if self.power_of_two_scales == target.power_of_two_scales else "int8 (symmetric)"
+        weights = f"{granularity} {stored} weights"
         if self.per_channel and target.quantized_op_types is None:  # stored per channel by quantize.weights
             kept = ", ".join(f"{op} after {feeder}" for op, feeder in target.per_tensor_products)
             weights = f"per-channel int8 (symmetric) weights ({kept}: per-tensor {target.weights})"

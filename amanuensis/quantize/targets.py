@@ -10,7 +10,8 @@ calibrates with ``minmse``: each activation's power of two is the one that quant
 calibration histogram with the least error, as Vitis AI's own quantizer picks them. Its
 quantizer also makes activations symmetric by default; on Whisper's encoder that together with
 power-of-two scales measured 6.8 dB SQNR (against 22.3 dB for the CPU flavour and 18.2 dB with
-asymmetric activations), so activations stay asymmetric here.
+asymmetric activations), so activations stay asymmetric here. Its NPU's other format, A16W8
+(16-bit activations, float scales), is what the target builds with 16-bit activations.
 """
 
 from __future__ import annotations
@@ -51,6 +52,19 @@ class Target:
     smooth_default: bool = False
     # Whether it splits each FFN's second product by hidden-channel range unless told otherwise
     split_ffn_default: bool = False
+    # "static" (calibrated QDQ, what NPU compilers need) or "dynamic" (run-time activation scales)
+    default_scheme: str = "static"
+    # The format the compiler takes with 16-bit activations, when it differs from the 8-bit one:
+    # (calibration method, symmetric activations). None: as with 8 bits.
+    wide_format: tuple[str, bool] | None = None
+
+    def method_for(self, activation_bits: int) -> str:
+        """How activation ranges are calibrated at this width unless the user says otherwise."""
+        return self.wide_format[0] if activation_bits == 16 and self.wide_format else self.default_method
+
+    def symmetric_for(self, activation_bits: int) -> bool:
+        """Whether activations are signed with zero point 0 at this width unless the user says otherwise."""
+        return self.wide_format[1] if activation_bits == 16 and self.wide_format else False
 
 
 TARGETS = {
@@ -63,6 +77,7 @@ TARGETS = {
         False,
         "QDQ on MatMul/Conv/Gemm/Gather only, uint8 activations, int8 symmetric weights; the rest float",
         float_scores=True,
+        default_scheme="dynamic",
     ),
     # OpenVINO's CPU and NPU plugins read the same QDQ ONNX and run each Q/DQ-wrapped MatMul in int8,
     # so the CPU flavour is theirs too; unverified on a real NPU here (none is present).
@@ -73,8 +88,10 @@ TARGETS = {
         False,
         "as cpu (OpenVINO reads QDQ ONNX and keeps the rest in f32)",
         unnormalized_attention=True,
-        # its shipped table passed the gate with SmoothQuant scaling (docs/quantization.md)
+        # its shipped table passed the gate with SmoothQuant scaling and per-channel weights
+        # (docs/quantization.md); OpenVINO takes per-channel int8 weights on every product
         smooth_default=True,
+        per_channel_default=True,
     ),
     "qnn": Target(
         "qnn",
@@ -101,6 +118,9 @@ TARGETS = {
         default_method="minmse",
         weights="int8 (symmetric, power-of-two scale)",
         unnormalized_attention=True,
+        # A16W8, its other NPU format: symmetric int16 activations, float scales (recipe.power_of_two_scales);
+        # min/max ranges, since least error over a 2048-bin histogram is no finer than 16 bits
+        wide_format=("minmax", True),
     ),
 }
 

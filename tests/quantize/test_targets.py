@@ -59,6 +59,37 @@ def test_vitisai_flavour_has_power_of_two_scales(tiny: WhisperModel, mel_window:
         assert sqnr > MIN_VITISAI_SQNR_DB, f"{name}: {sqnr:.1f} dB"
 
 
+def test_vitisai_sixteen_bit_format_has_float_scales(tiny: WhisperModel, mel_window: np.ndarray, tmp_path) -> None:
+    """At 16 bits the vitisai flavour is Ryzen AI's A16W8 format: 16-bit activations with float
+    scales (power-of-two scales are its 8-bit XINT8 format), int8 weights; it still tracks FP32."""
+    recipe = QuantRecipe.for_target("vitisai", activation_bits=16, activation_symmetric=True)
+    assert recipe.method == "minmax" and not recipe.power_of_two_scales
+    assert QuantRecipe.for_target("vitisai").power_of_two_scales
+    table = load_table(tiny.checkpoint, target="vitisai")  # ranges of the same graph form, any width
+    path = tmp_path / "encoder.onnx"
+    build_qdq(export.graph_path(tiny.checkpoint, GraphKind.ENCODER), path, recipe, table.ranges["encoder"])
+    model = onnx.load(str(path))
+    values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    quantizers = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert quantizers and {values[n.input[2]].dtype for n in quantizers} == {np.dtype(np.int16)}
+    scales = np.concatenate([values[n.input[1]].ravel() for n in quantizers])
+    assert not np.array_equal(np.log2(scales), np.round(np.log2(scales)))
+    fp32 = tiny.runtime.encoder(mel_window)
+    ours = Encoder(path, tiny.checkpoint.dims, RuntimeOptions(threads=2))(mel_window)
+    for name, reference in fp32.items():
+        assert sqnr_db(reference, ours[name]) > MIN_VITISAI_SQNR_DB, name
+
+
+@pytest.mark.parametrize("target", ["cpu", "openvino", "qnn"])
+def test_quantize_defaults_rebuild_the_shipped_recipe(target: str) -> None:
+    """`amanuensis quantize --target T` with no other flag (QuantRecipe.for_target, which the CLI
+    calls) calibrates with the recipe of the table shipped for T."""
+    from amanuensis.quantize import committed_table_path
+    from amanuensis.quantize.recipe import RangeTable
+
+    assert QuantRecipe.for_target(target) == RangeTable.load(committed_table_path("tiny.en", target)).recipe
+
+
 _WEIGHTS: dict[str, dict[str, np.ndarray]] = {}
 
 
