@@ -12,9 +12,9 @@ from onnx import numpy_helper
 from amanuensis import export
 from amanuensis.engine import WhisperModel
 from amanuensis.export import GraphKind
-from amanuensis.quantize import load_table
+from amanuensis.quantize import committed_table_path, load_table
 from amanuensis.quantize.qdq import build_qdq
-from amanuensis.quantize.recipe import QuantRecipe
+from amanuensis.quantize.recipe import QuantRecipe, RangeTable
 from amanuensis.runtime import Encoder, RuntimeOptions
 
 from ..conftest import sqnr_db
@@ -62,8 +62,8 @@ def test_vitisai_flavour_has_power_of_two_scales(tiny: WhisperModel, mel_window:
 def test_vitisai_sixteen_bit_format_has_float_scales(tiny: WhisperModel, mel_window: np.ndarray, tmp_path) -> None:
     """At 16 bits the vitisai flavour is Ryzen AI's A16W8 format: 16-bit activations with float
     scales (power-of-two scales are its 8-bit XINT8 format), int8 weights; it still tracks FP32."""
-    recipe = QuantRecipe.for_target("vitisai", activation_bits=16, activation_symmetric=True)
-    assert recipe.method == "minmax" and not recipe.power_of_two_scales
+    recipe = QuantRecipe.for_target("vitisai", activation_bits=16)
+    assert recipe.method == "minmax" and recipe.activation_symmetric and not recipe.power_of_two_scales
     assert QuantRecipe.for_target("vitisai").power_of_two_scales
     table = load_table(tiny.checkpoint, target="vitisai")  # ranges of the same graph form, any width
     path = tmp_path / "encoder.onnx"
@@ -80,13 +80,10 @@ def test_vitisai_sixteen_bit_format_has_float_scales(tiny: WhisperModel, mel_win
         assert sqnr_db(reference, ours[name]) > MIN_VITISAI_SQNR_DB, name
 
 
-@pytest.mark.parametrize("target", ["cpu", "openvino", "qnn"])
+@pytest.mark.parametrize("target", ["cpu", "openvino", "qnn", "vitisai"])
 def test_quantize_defaults_rebuild_the_shipped_recipe(target: str) -> None:
     """`amanuensis quantize --target T` with no other flag (QuantRecipe.for_target, which the CLI
     calls) calibrates with the recipe of the table shipped for T."""
-    from amanuensis.quantize import committed_table_path
-    from amanuensis.quantize.recipe import RangeTable
-
     assert QuantRecipe.for_target(target) == RangeTable.load(committed_table_path("tiny.en", target)).recipe
 
 
