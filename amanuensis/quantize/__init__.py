@@ -15,6 +15,7 @@ from amanuensis.errors import UserError
 from amanuensis.export import GRAPH_SPECS, GraphKind
 from amanuensis.export.cache import VERSIONS, is_complete, writable_folder
 from amanuensis.models import WhisperCheckpoint
+from amanuensis.quantize import kernels
 from amanuensis.quantize.recipe import QuantRecipe, RangeTable
 
 TABLES_DIR = Path(__file__).parent / "tables"
@@ -85,7 +86,12 @@ INT8_DIR_PREFIX = "int8-"  # INT8 builds live in <model cache>/int8-<table finge
 
 
 def int8_dir(checkpoint: WhisperCheckpoint, table: RangeTable) -> Path:
-    return export.model_cache_dir(checkpoint) / f"{INT8_DIR_PREFIX}{table.fingerprint()}-b{VERSIONS['int8_build']}"
+    """The build folder of one table; the CPU flavour's is also keyed by the int8 weight levels this
+    machine's kernels take (``kernels.signed_levels``), so a cache moved between CPUs stays right."""
+    name = f"{INT8_DIR_PREFIX}{table.fingerprint()}-b{VERSIONS['int8_build']}"
+    if table.recipe.scheme == "dynamic" and kernels.signed_levels() != kernels.FULL_LEVELS:
+        name += f"-w{kernels.signed_levels()}"
+    return export.model_cache_dir(checkpoint) / name
 
 
 def float_source(graph_path: Path) -> Path:
