@@ -39,6 +39,8 @@ CALIBRATION_DECODING = TranscribeOptions(beam_size=1, best_of=1)
 # binned (the encoder's attention maps are 54 MB each), so they take few runs at a time.
 CHUNK_RUNS = {"minmax": 32, "entropy": 2, "percentile": 2, "minmse": 2}
 NOISE_FOLDER = "noise"  # inside the calibration folder: real noise recordings, never speech to calibrate on
+# inside the calibration folder: Common Voice speech in other languages, for multilingual models only
+MULTILINGUAL_FOLDER = "multilingual"
 # Every clean clip is calibrated on once more with one of those recordings mixed in, at one of
 # these SNRs, drawn with a seed made from the clip's name (recorded in the table).
 CALIBRATION_SNRS_DB = (0.0, 5.0, 10.0, 15.0, 20.0)
@@ -68,14 +70,17 @@ class CalibrationClip:
         return noise.mix(samples, *self.noise) if self.noise else samples
 
 
-def find_calibration_clips(directory: Path) -> list[CalibrationClip]:
-    """Every speech file under ``directory`` but its noise folder (sorted: the table is reproducible)."""
+def find_calibration_clips(directory: Path, multilingual: bool = False) -> list[CalibrationClip]:
+    """Every speech file under ``directory`` but its noise folder, and but its multilingual folder
+    unless ``multilingual`` (an English-only model has no use for it). Sorted: the table is
+    reproducible."""
     if not directory.is_dir():
         raise CalibrationDataError(f"calibration folder {directory} does not exist")
+    skipped = {NOISE_FOLDER} if multilingual else {NOISE_FOLDER, MULTILINGUAL_FOLDER}
     paths = sorted(
         p
         for p in directory.rglob("*")
-        if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file() and NOISE_FOLDER not in p.relative_to(directory).parts
+        if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file() and not skipped & set(p.relative_to(directory).parts)
     )
     if not paths:
         raise CalibrationDataError(f"calibration folder {directory} holds no audio files")
