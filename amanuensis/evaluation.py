@@ -15,7 +15,7 @@ from amanuensis import noise
 from amanuensis.audio import DecodedAudio, load_audio
 from amanuensis.engine import WhisperModel
 from amanuensis.errors import UserError
-from amanuensis.normalizer import normalize_english
+from amanuensis.normalizer import CHARACTER_SCORED, scoring_units
 from amanuensis.transcribe import TranscribeOptions
 
 
@@ -51,11 +51,18 @@ class Utterance:
 class EvaluationReport:
     model: str
     utterances: list[Utterance]
+    language: str | None = None  # how text is scored (normalizer.scoring_units); None: English
 
     @property
     def wer(self) -> float:
-        """Corpus WER in percent after normalizing both sides."""
-        return word_error_rate([u.reference for u in self.utterances], [u.hypothesis for u in self.utterances])
+        """Corpus error rate in percent after normalizing both sides: WER, or CER for languages
+        written without spaces (``metric``)."""
+        references, hypotheses = [u.reference for u in self.utterances], [u.hypothesis for u in self.utterances]
+        return word_error_rate(references, hypotheses, self.language)
+
+    @property
+    def metric(self) -> str:
+        return "CER" if self.language in CHARACTER_SCORED else "WER"
 
     @property
     def audio_seconds(self) -> float:
@@ -69,6 +76,8 @@ class EvaluationReport:
     def to_dict(self) -> dict:
         return {
             "model": self.model,
+            "language": self.language,
+            "metric": self.metric,
             "utterances": len(self.utterances),
             "audio_seconds": round(self.audio_seconds, 3),
             "wer": round(self.wer, 3),
@@ -80,21 +89,24 @@ class EvaluationReport:
         }
 
 
-def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
-    """Corpus-level WER (percent): total edits over total reference words."""
-    refs = [normalize_english(r) for r in references]
-    hyps = [normalize_english(h) for h in hypotheses]
+def word_error_rate(references: list[str], hypotheses: list[str], language: str | None = None) -> float:
+    """Corpus-level error rate (percent): total edits over total reference units, words or, for
+    languages written without spaces, characters (``normalizer.scoring_units``)."""
+    refs = [scoring_units(r, language) for r in references]
+    hyps = [scoring_units(h, language) for h in hypotheses]
     kept = [(r, h) for r, h in zip(refs, hyps, strict=True) if r]
     if not kept:
         raise ValueError("no reference words to score against")
     return 100.0 * jiwer.wer([r for r, _ in kept], [h for _, h in kept])
 
 
-def utterance_errors(references: list[str], hypotheses: list[str]) -> list[tuple[int, int]]:
-    """(word edits, reference words) per utterance, after normalization: what corpus WER sums."""
+def utterance_errors(
+    references: list[str], hypotheses: list[str], language: str | None = None
+) -> list[tuple[int, int]]:
+    """(edits, reference units) per utterance, after normalization: what the corpus rate sums."""
     counts = []
     for reference, hypothesis in zip(references, hypotheses, strict=True):
-        ref, hyp = normalize_english(reference), normalize_english(hypothesis)
+        ref, hyp = scoring_units(reference, language), scoring_units(hypothesis, language)
         words = len(ref.split())
         if not words:
             counts.append((0, 0))
@@ -166,4 +178,4 @@ def evaluate(
         utterances.append(utterance)
         if on_utterance:
             on_utterance(utterance)
-    return EvaluationReport(model.name, utterances)
+    return EvaluationReport(model.name, utterances, options.language if options else None)

@@ -1,4 +1,4 @@
-"""A Whisper-style English text normalizer for scoring.
+"""Whisper-style text normalizers for scoring: English in full, any other language in the basic form.
 
 References and hypotheses differ in casing, punctuation, contractions, titles and how numbers
 are written ("fifteen" vs "15"); WER should count none of that. Both sides go through the
@@ -186,3 +186,30 @@ def normalize_english(text: str) -> str:
     words = [_TITLES.get(w, _BRITISH.get(w, w)) for w in words]
     words = normalize_numbers(words)
     return " ".join(words)
+
+
+# Languages written without spaces between words: their error rate counts characters (CER)
+CHARACTER_SCORED = frozenset({"zh", "ja", "yue", "th", "lo", "my", "km", "bo"})
+
+
+def normalize_basic(text: str) -> str:
+    """Any language, as Whisper's basic normalizer treats it: NFKC, lower case, bracketed asides
+    out, punctuation and symbols to spaces, spaces collapsed. Letters and their accents stay (a
+    French é is a different word from e); numbers are left as written."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = re.sub(r"[<\[][^>\]]*[>\]]", " ", text)  # [laughs], <noise>
+    text = re.sub(r"\(([^)]+?)\)", " ", text)  # (asides)
+    text = "".join(" " if unicodedata.category(ch)[0] in "PSZ" else ch for ch in text)
+    return " ".join(text.split())
+
+
+def scoring_units(text: str, language: str | None = None) -> str:
+    """The units an error rate counts, space-separated: English words (``normalize_english``) for
+    ``None`` or "en"; each character for ``CHARACTER_SCORED`` languages (so a word error rate over
+    them is the CER); words after ``normalize_basic`` for every other language."""
+    if language in (None, "en"):
+        return normalize_english(text)
+    basic = normalize_basic(text)
+    if language in CHARACTER_SCORED:
+        return " ".join(basic.replace(" ", ""))
+    return basic

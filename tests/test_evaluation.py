@@ -9,7 +9,11 @@ from amanuensis.evaluation import (
     utterance_errors,
     word_error_rate,
 )
-from amanuensis.normalizer import normalize_english
+from amanuensis.normalizer import normalize_english, scoring_units
+
+from .conftest import ROOT
+
+MULTILINGUAL = ROOT / "tests/data/validation/multilingual"
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -65,3 +69,35 @@ def test_paired_wer_difference_interval() -> None:
     assert low <= difference <= high and high > low
     with pytest.raises(ValueError):
         paired_wer_difference(close, close[:2])
+
+
+@pytest.mark.parametrize("text,language,expected", [
+    ("Die Überschrift ist reiner Clickbait.", "de", "die überschrift ist reiner clickbait"),
+    ("L'été, c'est « super » !", "fr", "l été c est super"),
+    ("Это [шум] правда?", "ru", "это правда"),
+    ("你是有能力的，不是吗？", "zh", "你 是 有 能 力 的 不 是 吗"),
+    ("ようこそ、日本へ！", "ja", "よ う こ そ 日 本 へ"),
+    ("Mr. Smith won't go", None, "mister smith will not go"),
+])  # fmt: skip
+def test_scoring_units_per_language(text: str, language: str | None, expected: str) -> None:
+    assert scoring_units(text, language) == expected
+
+
+def test_languages_without_spaces_are_scored_by_character() -> None:
+    reference = ["你是有能力的不是吗"]
+    assert word_error_rate(reference, ["你是有能力的不是嗎"], "zh") == pytest.approx(100 / 9)  # one character
+    assert utterance_errors(reference, ["你是有能力的"], "zh") == [(3, 9)]
+    assert word_error_rate(["Sie fährt nach Rosenheim"], ["Sie fährt nach Hause"], "de") == 25.0
+
+
+@pytest.mark.parametrize(("language", "metric", "limit"), [("de", "WER", 40.0), ("zh", "CER", 50.0)])
+def test_base_transcribes_unseen_speech_in_its_language(base, language: str, metric: str, limit: float) -> None:
+    """Two validation clips of real Common Voice speech: base, told the language, transcribes them
+    in that language's script (a wrong language or script scores near or above 100)."""
+    from amanuensis.evaluation import evaluate
+    from amanuensis.transcribe import TranscribeOptions
+
+    entries = read_manifest(MULTILINGUAL / language / "refs.tsv")[3:5]
+    report = evaluate(base, entries, TranscribeOptions(language=language))
+    assert report.metric == metric and report.language == language
+    assert report.wer < limit, [(u.reference, u.hypothesis) for u in report.utterances]

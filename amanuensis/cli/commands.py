@@ -103,7 +103,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"model        {report.model}")
         print(f"utterances   {len(report.utterances)}")
         print(f"audio        {report.audio_seconds:.1f} s")
-        print(f"WER          {report.wer:.2f} %")
+        print(f"{report.metric:<13}{report.wer:.2f} %")
         print(f"RTF          {report.rtf:.3f}")
     return 0
 
