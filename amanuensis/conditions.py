@@ -26,6 +26,9 @@ QOI_MIN = 0.85  # share of clips whose WER INT8 must leave no worse than FP32's
 
 DEFAULT_VALIDATION = Path("tests/data/validation/librispeech_test_other/refs.tsv")
 DEFAULT_GATE_NOISE = Path("tests/data/noise")
+DEFAULT_MULTILINGUAL = Path("tests/data/validation/multilingual")
+LANGUAGE_MAX_DELTA = 2.0  # error-rate points INT8 may lose in any one language …
+POOLED_MAX_DELTA = 1.0  # … and over all of them, clips weighted (pooled_delta)
 # NOIZEUS may not be copied into the repository (see its README): it is read where the project's
 # shared data sits, beside the checkout, and the condition is left out where it is absent.
 DEFAULT_NOIZEUS = Path("../shared/data/noisy_noizeus")
@@ -33,10 +36,11 @@ DEFAULT_NOIZEUS = Path("../shared/data/noisy_noizeus")
 
 @dataclass(frozen=True)
 class Condition:
-    name: str  # "clean" | "noisy" | "noizeus"
+    name: str  # "clean" | "noisy" | "noizeus", or a language code for a multilingual set
     entries: tuple[ManifestEntry, ...]
     max_delta: float  # WER points INT8 may lose against FP32 here
     description: str  # one line for reports
+    language: str | None = None  # the clips' language: decoded as such and scored by its rules; None: English
 
 
 def clean(manifest: Path = DEFAULT_VALIDATION) -> Condition:
@@ -73,6 +77,25 @@ def noizeus(folder: Path = DEFAULT_NOIZEUS) -> Condition | None:
         rows = list(csv.DictReader(f, delimiter="\t"))
     entries = tuple(ManifestEntry(folder / row["file"], row["transcript"]) for row in rows)
     return Condition("noizeus", entries, NOISY_MAX_DELTA, f"{len(entries)} NOIZEUS clips (real noise, 0–15 dB, 8 kHz)")
+
+
+def multilingual(root: Path = DEFAULT_MULTILINGUAL, languages: Sequence[str] | None = None) -> list[Condition]:
+    """One condition per language folder under ``root`` (``<code>/refs.tsv``), each decoded in its
+    own language and scored by its rules (CER where words are not spaced)."""
+    folders = sorted(p for p in root.iterdir() if (p / "refs.tsv").is_file()) if root.is_dir() else []
+    found = []
+    for folder in folders:
+        if languages is None or folder.name in languages:
+            entries = tuple(read_manifest(folder / "refs.tsv"))
+            description = f"{len(entries)} Common Voice clips in {folder.name}"
+            found.append(Condition(folder.name, entries, LANGUAGE_MAX_DELTA, description, folder.name))
+    return found
+
+
+def pooled_delta(results: Sequence[ConditionResult]) -> float:
+    """Mean Δ over languages, each weighted by its clips: the multilingual gate's pooled figure."""
+    clips = sum(r.clips for r in results)
+    return sum(r.delta * r.clips for r in results) / clips if clips else 0.0
 
 
 def gate_conditions(
@@ -117,9 +140,9 @@ class ConditionResult:
 
 def quality_of_int8(reference: EvaluationReport, quantized: EvaluationReport) -> float:
     """QoI: the share of scored clips on which the quantized model made no more word errors."""
-    refs = [u.reference for u in reference.utterances]
-    before = utterance_errors(refs, [u.hypothesis for u in reference.utterances])
-    after = utterance_errors(refs, [u.hypothesis for u in quantized.utterances])
+    refs, language = [u.reference for u in reference.utterances], reference.language
+    before = utterance_errors(refs, [u.hypothesis for u in reference.utterances], language)
+    after = utterance_errors(refs, [u.hypothesis for u in quantized.utterances], language)
     scored = [(b, a) for (b, words), (a, _) in zip(before, after, strict=True) if words]
     return sum(a <= b for b, a in scored) / len(scored) if scored else 1.0
 

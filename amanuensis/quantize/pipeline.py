@@ -264,7 +264,8 @@ def _evaluate_all(model: WhisperModel, conditions: tuple[Condition, ...], label:
     reports = {}
     with tqdm(total=sum(len(c.entries) for c in conditions), desc=f"gate: {label}", unit="clip") as bar:
         for c in conditions:
-            reports[c.name] = evaluate(model, list(c.entries), GATE_DECODING, lambda _: bar.update())
+            decoding = replace(GATE_DECODING, language=c.language)
+            reports[c.name] = evaluate(model, list(c.entries), decoding, lambda _: bar.update())
     return reports
 
 

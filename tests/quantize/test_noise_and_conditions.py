@@ -126,13 +126,14 @@ def test_noisy_condition_is_the_clean_clips_in_gate_noise() -> None:
     assert np.array_equal(first.load().samples, noisy.entries[0].load().samples)
 
 
-def _report(hypotheses: list[str], references: list[str]) -> EvaluationReport:
+def _report(hypotheses: list[str], references: list[str], language: str | None = None) -> EvaluationReport:
     return EvaluationReport(
         "m",
         [
             Utterance(f"{i}.wav", r, h, [], 1.0, 0.1)
             for i, (r, h) in enumerate(zip(references, hypotheses, strict=True))
         ],
+        language,
     )
 
 
@@ -143,3 +144,25 @@ def test_qoi_counts_clips_not_made_worse() -> None:
     assert conditions.quality_of_int8(fp32, int8) == 0.5
     result = conditions.compare(conditions.Condition("c", (), 1.0, ""), fp32, int8)
     assert result.delta == pytest.approx(100 * (3 - 2) / 16) and not result.passed  # QoI 50 % < 85 %
+
+
+def test_each_language_is_a_condition_scored_by_its_rules() -> None:
+    found = {c.name: c for c in conditions.multilingual(ROOT / conditions.DEFAULT_MULTILINGUAL)}
+    assert sorted(found) == ["de", "es", "fr", "it", "ja", "pt", "ru", "zh"]
+    assert all(c.language == name and len(c.entries) >= 36 for name, c in found.items())
+    assert all(c.max_delta == conditions.LANGUAGE_MAX_DELTA for c in found.values())
+    # zh is scored by character: one wrong character of nine is 11 points, not a whole word
+    zh = found["zh"]
+    refs = ["你是有能力的不是吗", "他是两代帝师"]
+    fp32 = _report(refs, refs, "zh")
+    int8 = _report(["你是有能力的不是嗎", "他是两代帝师"], refs, "zh")
+    result = conditions.compare(zh, fp32, int8)
+    assert result.delta == pytest.approx(100 / 15) and result.qoi == 0.5
+
+
+def test_pooled_delta_weights_languages_by_clips() -> None:
+    def result(clips: int, delta: float) -> conditions.ConditionResult:
+        return conditions.ConditionResult("x", clips, 10.0, 10.0 + delta, 1.0, conditions.LANGUAGE_MAX_DELTA)
+
+    assert conditions.pooled_delta([result(40, 2.0), result(40, 0.0)]) == pytest.approx(1.0)
+    assert conditions.pooled_delta([result(36, 1.0), result(4, -9.0)]) == pytest.approx(0.0)
