@@ -99,11 +99,16 @@ def pooled_delta(results: Sequence[ConditionResult]) -> float:
 
 
 def gate_conditions(
-    validation: Path = DEFAULT_VALIDATION, noise_dir: Path = DEFAULT_GATE_NOISE, noizeus_dir: Path = DEFAULT_NOIZEUS
+    validation: Path = DEFAULT_VALIDATION,
+    noise_dir: Path = DEFAULT_GATE_NOISE,
+    noizeus_dir: Path = DEFAULT_NOIZEUS,
+    multilingual_dir: Path | None = None,
 ) -> list[Condition]:
-    """Every condition the gate judges; NOIZEUS only where the shared data is present."""
+    """Every condition the gate judges; NOIZEUS only where the shared data is present; each
+    language of ``multilingual_dir`` too when given (a multilingual model's gate)."""
     found = noizeus(noizeus_dir)
-    return [clean(validation), noisy(validation, noise_dir), *([found] if found else [])]
+    languages = multilingual(multilingual_dir) if multilingual_dir is not None else []
+    return [clean(validation), noisy(validation, noise_dir), *([found] if found else []), *languages]
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,7 @@ class ConditionResult:
     int8_wer: float  # percent
     qoi: float  # share of clips whose WER INT8 did not make worse than FP32's
     max_delta: float  # the condition's limit on int8_wer − fp32_wer
+    language: str | None = None  # set for a multilingual set's language (pooled_delta pools those)
 
     @property
     def delta(self) -> float:
@@ -135,7 +141,7 @@ class ConditionResult:
             "qoi": round(self.qoi, 4),
             "max_delta": self.max_delta,
             "passed": self.passed,
-        }
+        } | ({"language": self.language} if self.language else {})
 
 
 def quality_of_int8(reference: EvaluationReport, quantized: EvaluationReport) -> float:
@@ -148,6 +154,19 @@ def quality_of_int8(reference: EvaluationReport, quantized: EvaluationReport) ->
 
 
 def compare(condition: Condition, fp32: EvaluationReport, int8: EvaluationReport) -> ConditionResult:
+    qoi = quality_of_int8(fp32, int8)
     return ConditionResult(
-        condition.name, len(condition.entries), fp32.wer, int8.wer, quality_of_int8(fp32, int8), condition.max_delta
+        condition.name, len(condition.entries), fp32.wer, int8.wer, qoi, condition.max_delta, condition.language
     )
+
+
+def gate_shortfall(results: Sequence[ConditionResult]) -> float:
+    """How far a build is from passing: points over each condition's limit, QoI points under its
+    floor, and points of pooled Δ over the languages' limit (0 = passes)."""
+    own = sum(max(0.0, r.delta - r.max_delta) + max(0.0, 100 * (QOI_MIN - r.qoi)) for r in results)
+    languages = [r for r in results if r.language]
+    return own + max(0.0, pooled_delta(languages) - POOLED_MAX_DELTA) if languages else own
+
+
+def gate_passed(results: Sequence[ConditionResult]) -> bool:
+    return all(r.passed for r in results) and gate_shortfall(results) == 0.0

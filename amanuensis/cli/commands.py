@@ -109,7 +109,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    from amanuensis.conditions import gate_conditions
+    from amanuensis.conditions import POOLED_MAX_DELTA, gate_conditions, pooled_delta
     from amanuensis.models import WhisperCheckpoint
     from amanuensis.quantize import user_table_path
     from amanuensis.quantize.pipeline import DEFAULT_TARGET_DELTA, QuantizeConfig, run_quantization
@@ -128,24 +128,31 @@ def run_quantize(args: argparse.Namespace) -> int:
     )
     if not args.validation.is_file():
         raise UsageError(f"validation manifest {args.validation} not found (run from a checkout or pass --validation)")
+    checkpoint = WhisperCheckpoint.load(args.model)
+    languages = args.multilingual_validation if checkpoint.is_multilingual else None
+    if languages is not None and not languages.is_dir():
+        raise UsageError(f"multilingual validation folder {languages} not found (pass --multilingual-validation)")
     config = QuantizeConfig(
         model=args.model,
         calibration_dir=args.calibration_dir,
-        conditions=tuple(gate_conditions(args.validation, args.gate_noise, args.noizeus)),
+        conditions=tuple(gate_conditions(args.validation, args.gate_noise, args.noizeus, languages)),
         recipe=recipe,
         target_delta=DEFAULT_TARGET_DELTA if args.target_delta is None else args.target_delta,
         threads=args.threads,
         mixed_precision=not args.no_mixed_precision,
     )
     result = run_quantization(config, log=lambda line: print(line, file=sys.stderr))
-    checkpoint = WhisperCheckpoint.load(args.model)
     name = checkpoint.files.name
     final = result.final
     for r in final.results:
         print(
-            f"{r.name:8s} FP32 WER {r.fp32_wer:.2f} %, INT8 WER {r.int8_wer:.2f} % (Δ {r.delta:+.2f} points, "
+            f"{r.name:8s} FP32 {r.fp32_wer:.2f} %, INT8 {r.int8_wer:.2f} % (Δ {r.delta:+.2f} points, "
             f"limit {r.max_delta}), QoI {r.qoi:.1%}: {'passes' if r.passed else 'FAILS'}"
         )
+    languages_run = [r for r in final.results if r.language]
+    if languages_run:
+        pooled = pooled_delta(languages_run)
+        print(f"pooled over {len(languages_run)} languages: Δ {pooled:+.2f} points (limit {POOLED_MAX_DELTA})")
     print(
         f"{final.int8_mac_share:.1%} of MACs in integer kernels ({final.a16_mac_share:.1%} with 16-bit activations), "
         f"{len(final.techniques)} nodes with a finer integer form, {len(final.float_nodes)} float"
@@ -162,7 +169,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     for path in write_report(report, report_dir, args.target):
         print(f"wrote {path}", file=sys.stderr)
     if not result.passed:
-        failed = ", ".join(r.name for r in final.results if not r.passed)
+        failed = ", ".join(r.name for r in final.results if not r.passed) or "the languages pooled"
         print(f"amanuensis: error: INT8 fails the gate on {failed}; range table not written", file=sys.stderr)
         return 1
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amanuensis.conditions import DEFAULT_GATE_NOISE, DEFAULT_NOIZEUS, DEFAULT_VALIDATION
+from amanuensis.conditions import DEFAULT_GATE_NOISE, DEFAULT_MULTILINGUAL, DEFAULT_NOIZEUS, DEFAULT_VALIDATION
 from amanuensis.devices import BACKENDS, DEVICES
 from amanuensis.errors import UserError
 from amanuensis.models import DEFAULT_MODEL, PACKAGED_MODELS
@@ -269,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--gate-noise", type=Path, default=DEFAULT_GATE_NOISE, help="noise recordings for the gate's noisy condition"
     )
     qu.add_argument("--noizeus", type=Path, default=DEFAULT_NOIZEUS, help="NOIZEUS folder (skipped when absent)")
+    qu.add_argument(
+        "--multilingual-validation",
+        type=Path,
+        default=DEFAULT_MULTILINGUAL,
+        help="folder of <language>/refs.tsv sets a multilingual model is also gated on, one condition per language",
+    )
     qu.add_argument(
         "--target-delta",
         type=float,

@@ -17,7 +17,7 @@ import onnx
 from tqdm import tqdm
 
 from amanuensis import export
-from amanuensis.conditions import QOI_MIN, Condition, ConditionResult, compare
+from amanuensis.conditions import Condition, ConditionResult, compare, gate_passed, gate_shortfall
 from amanuensis.engine import WhisperModel
 from amanuensis.evaluation import EvaluationReport, ManifestEntry, evaluate
 from amanuensis.export import GraphKind
@@ -94,12 +94,12 @@ class GateStep:
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.results)
+        return gate_passed(self.results)
 
     @property
     def shortfall(self) -> float:
-        """How far from passing: WER points over each limit plus QoI points under it (0 = passes)."""
-        return sum(max(0.0, r.delta - r.max_delta) + max(0.0, 100 * (QOI_MIN - r.qoi)) for r in self.results)
+        """How far from passing (conditions.gate_shortfall; 0 = passes)."""
+        return gate_shortfall(self.results)
 
 
 @dataclass
@@ -271,7 +271,7 @@ def _evaluate_all(model: WhisperModel, conditions: tuple[Condition, ...], label:
 
 def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationResult:
     checkpoint = WhisperCheckpoint.load(config.model)
-    clips = find_calibration_clips(config.calibration_dir)
+    clips = find_calibration_clips(config.calibration_dir, multilingual=checkpoint.is_multilingual)
     for condition in config.conditions:
         check_disjoint(clips, [e.audio for e in condition.entries])
     if config.noisy_calibration:

@@ -166,3 +166,15 @@ def test_pooled_delta_weights_languages_by_clips() -> None:
 
     assert conditions.pooled_delta([result(40, 2.0), result(40, 0.0)]) == pytest.approx(1.0)
     assert conditions.pooled_delta([result(36, 1.0), result(4, -9.0)]) == pytest.approx(0.0)
+
+
+def test_languages_pass_alone_and_pooled() -> None:
+    def result(delta: float, language: str | None = "de") -> conditions.ConditionResult:
+        limit = conditions.LANGUAGE_MAX_DELTA if language else conditions.CLEAN_MAX_DELTA
+        return conditions.ConditionResult("x", 40, 10.0, 10.0 + delta, 1.0, limit, language)
+
+    assert conditions.gate_passed([result(0.2, None), result(1.9), result(0.0)])  # pooled 0.95
+    # every language within its own 2 points, but 1.5 pooled: the multilingual gate fails
+    assert not conditions.gate_passed([result(0.2, None), result(1.5), result(1.5)])
+    assert conditions.gate_shortfall([result(0.2, None), result(1.5), result(1.5)]) == pytest.approx(0.5)
+    assert not conditions.gate_passed([result(0.2, None), result(2.5), result(-2.0)])  # one language too far
