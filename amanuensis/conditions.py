@@ -29,6 +29,7 @@ DEFAULT_GATE_NOISE = Path("tests/data/noise")
 DEFAULT_MULTILINGUAL = Path("tests/data/validation/multilingual")
 LANGUAGE_MAX_DELTA = 2.0  # error-rate points INT8 may lose in any one language …
 POOLED_MAX_DELTA = 1.0  # … and over all of them, clips weighted (pooled_delta)
+DETECTION_SLACK = 1 / 40  # share of a language's clips INT8 may detect wrongly beyond FP32's misses
 # NOIZEUS may not be copied into the repository (see its README): it is read where the project's
 # shared data sits, beside the checkout, and the condition is left out where it is absent.
 DEFAULT_NOIZEUS = Path("../shared/data/noisy_noizeus")
@@ -122,14 +123,22 @@ class ConditionResult:
     qoi: float  # share of clips whose WER INT8 did not make worse than FP32's
     max_delta: float  # the condition's limit on int8_wer − fp32_wer
     language: str | None = None  # set for a multilingual set's language (pooled_delta pools those)
+    fp32_detection: float | None = None  # share of clips whose language FP32 detects right (None: not run)
+    int8_detection: float | None = None  # … and INT8: it may miss at most DETECTION_SLACK more of them
 
     @property
     def delta(self) -> float:
         return self.int8_wer - self.fp32_wer
 
     @property
+    def detection_holds(self) -> bool:
+        if self.fp32_detection is None or self.int8_detection is None:
+            return True
+        return self.int8_detection >= self.fp32_detection - DETECTION_SLACK - 1e-9
+
+    @property
     def passed(self) -> bool:
-        return self.delta <= self.max_delta and self.qoi >= QOI_MIN
+        return self.delta <= self.max_delta and self.qoi >= QOI_MIN and self.detection_holds
 
     def to_dict(self) -> dict:
         return {
@@ -141,7 +150,11 @@ class ConditionResult:
             "qoi": round(self.qoi, 4),
             "max_delta": self.max_delta,
             "passed": self.passed,
-        } | ({"language": self.language} if self.language else {})
+        } | (
+            {"language": self.language, "fp32_detection": self.fp32_detection, "int8_detection": self.int8_detection}
+            if self.language
+            else {}
+        )
 
 
 def quality_of_int8(reference: EvaluationReport, quantized: EvaluationReport) -> float:
@@ -156,7 +169,15 @@ def quality_of_int8(reference: EvaluationReport, quantized: EvaluationReport) ->
 def compare(condition: Condition, fp32: EvaluationReport, int8: EvaluationReport) -> ConditionResult:
     qoi = quality_of_int8(fp32, int8)
     return ConditionResult(
-        condition.name, len(condition.entries), fp32.wer, int8.wer, qoi, condition.max_delta, condition.language
+        condition.name,
+        len(condition.entries),
+        fp32.wer,
+        int8.wer,
+        qoi,
+        condition.max_delta,
+        condition.language,
+        fp32.detection_accuracy,
+        int8.detection_accuracy,
     )
 
 

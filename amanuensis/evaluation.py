@@ -45,6 +45,7 @@ class Utterance:
     tokens: list[int]  # every segment's tokens, timestamps included
     duration: float  # seconds of audio
     seconds: float  # wall time to decode and transcribe it
+    detected_language: str | None = None  # what the model detects with no language given (evaluate(detect=True))
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,14 @@ class EvaluationReport:
         return "CER" if self.language in CHARACTER_SCORED else "WER"
 
     @property
+    def detection_accuracy(self) -> float | None:
+        """Share of clips whose detected language is the set's; None if detection was not run."""
+        detected = [u.detected_language for u in self.utterances if u.detected_language is not None]
+        if self.language is None or not detected:
+            return None
+        return sum(d == self.language for d in detected) / len(detected)
+
+    @property
     def audio_seconds(self) -> float:
         return sum(u.duration for u in self.utterances)
 
@@ -82,6 +91,7 @@ class EvaluationReport:
             "audio_seconds": round(self.audio_seconds, 3),
             "wer": round(self.wer, 3),
             "rtf": round(self.rtf, 4),
+            "language_detection": self.detection_accuracy,
             "results": [
                 {"audio": u.audio, "reference": u.reference, "hypothesis": u.hypothesis, "seconds": round(u.seconds, 3)}
                 for u in self.utterances
@@ -159,7 +169,11 @@ def evaluate(
     entries: list[ManifestEntry],
     options: TranscribeOptions | None = None,
     on_utterance: Callable[[Utterance], None] | None = None,
+    detect: bool = False,
 ) -> EvaluationReport:
+    """Transcribe every entry and score it; with ``detect``, also ask which language the model
+    detects in each clip when none is given (its first window only: segments are lazy, so the
+    detection costs one encoder run and one decoder step, and is not timed)."""
     utterances = []
     for entry in entries:
         start = time.perf_counter()
@@ -167,6 +181,10 @@ def evaluate(
         segments, _ = model.transcribe(audio.samples, options)
         segments = list(segments)
         elapsed = time.perf_counter() - start
+        detected = None
+        if detect:
+            undetermined = replace(options or TranscribeOptions(), language=None)
+            detected = model.transcribe(audio.samples, undetermined)[1].language
         utterance = Utterance(
             audio=str(entry.audio),
             reference=entry.reference,
@@ -174,6 +192,7 @@ def evaluate(
             tokens=[t for s in segments for t in s.tokens],
             duration=audio.duration,
             seconds=elapsed,
+            detected_language=detected,
         )
         utterances.append(utterance)
         if on_utterance:

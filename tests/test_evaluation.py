@@ -93,11 +93,13 @@ def test_languages_without_spaces_are_scored_by_character() -> None:
 @pytest.mark.parametrize(("language", "metric", "limit"), [("de", "WER", 40.0), ("zh", "CER", 50.0)])
 def test_base_transcribes_unseen_speech_in_its_language(base, language: str, metric: str, limit: float) -> None:
     """Two validation clips of real Common Voice speech: base, told the language, transcribes them
-    in that language's script (a wrong language or script scores near or above 100)."""
+    in that language's script (a wrong language or script scores near or above 100), and detects
+    that language when not told."""
     from amanuensis.evaluation import evaluate
     from amanuensis.transcribe import TranscribeOptions
 
     entries = read_manifest(MULTILINGUAL / language / "refs.tsv")[3:5]
-    report = evaluate(base, entries, TranscribeOptions(language=language))
+    report = evaluate(base, entries, TranscribeOptions(language=language), detect=True)
     assert report.metric == metric and report.language == language
+    assert report.detection_accuracy == 1.0, [u.detected_language for u in report.utterances]
     assert report.wer < limit, [(u.reference, u.hypothesis) for u in report.utterances]

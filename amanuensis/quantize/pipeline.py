@@ -265,7 +265,8 @@ def _evaluate_all(model: WhisperModel, conditions: tuple[Condition, ...], label:
     with tqdm(total=sum(len(c.entries) for c in conditions), desc=f"gate: {label}", unit="clip") as bar:
         for c in conditions:
             decoding = replace(GATE_DECODING, language=c.language)
-            reports[c.name] = evaluate(model, list(c.entries), decoding, lambda _: bar.update())
+            detect = c.language is not None  # a language set: does the model still tell its language?
+            reports[c.name] = evaluate(model, list(c.entries), decoding, lambda _: bar.update(), detect)
     return reports
 
 

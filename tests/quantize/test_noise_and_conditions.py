@@ -178,3 +178,12 @@ def test_languages_pass_alone_and_pooled() -> None:
     assert not conditions.gate_passed([result(0.2, None), result(1.5), result(1.5)])
     assert conditions.gate_shortfall([result(0.2, None), result(1.5), result(1.5)]) == pytest.approx(0.5)
     assert not conditions.gate_passed([result(0.2, None), result(2.5), result(-2.0)])  # one language too far
+
+
+def test_int8_may_miss_one_language_in_forty_more_than_fp32() -> None:
+    def result(fp32: float, int8: float) -> conditions.ConditionResult:
+        return conditions.ConditionResult("de", 40, 10.0, 10.0, 1.0, conditions.LANGUAGE_MAX_DELTA, "de", fp32, int8)
+
+    assert result(39 / 40, 38 / 40).passed
+    assert not result(39 / 40, 37 / 40).passed
+    assert result(None, None).passed  # detection not measured
