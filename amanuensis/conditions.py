@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from amanuensis.evaluation import EvaluationReport, ManifestEntry, read_manifest, utterance_errors
+from amanuensis.evaluation import EvaluationReport, ManifestEntry, read_manifest
 from amanuensis.noise import draw_mix, noise_files, stable_seed
 
 # The noisy validation copy: gate-only noise recordings (tests/data/noise, none of them used in
@@ -159,9 +159,9 @@ class ConditionResult:
 
 def quality_of_int8(reference: EvaluationReport, quantized: EvaluationReport) -> float:
     """QoI: the share of scored clips on which the quantized model made no more word errors."""
-    refs, language = [u.reference for u in reference.utterances], reference.language
-    before = utterance_errors(refs, [u.hypothesis for u in reference.utterances], language)
-    after = utterance_errors(refs, [u.hypothesis for u in quantized.utterances], language)
+    if [u.reference for u in reference.utterances] != [u.reference for u in quantized.utterances]:
+        raise ValueError("QoI compares two transcriptions of the same clips")
+    before, after = reference.errors(), quantized.errors()
     scored = [(b, a) for (b, words), (a, _) in zip(before, after, strict=True) if words]
     return sum(a <= b for b, a in scored) / len(scored) if scored else 1.0
 

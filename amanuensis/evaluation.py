@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -28,6 +29,7 @@ class ManifestEntry:
     audio: Path  # resolved against the manifest's folder
     reference: str
     noise: tuple[Path, noise.NoiseMix] | None = None  # (noise folder, mix): the clip as heard in that noise
+    language: str | None = None  # the manifest's language column: decoded and scored as that language
 
     def load(self) -> DecodedAudio:
         """The clip's samples, with its noise mixed in if it has one."""
@@ -46,24 +48,44 @@ class Utterance:
     duration: float  # seconds of audio
     seconds: float  # wall time to decode and transcribe it
     detected_language: str | None = None  # what the model detects with no language given (evaluate(detect=True))
+    language: str | None = None  # the clip's own language when the manifest gives one (scored by its rules)
 
 
 @dataclass(frozen=True)
 class EvaluationReport:
     model: str
     utterances: list[Utterance]
-    language: str | None = None  # how text is scored (normalizer.scoring_units); None: English
+    language: str | None = None  # how text is scored (normalizer.scoring_units); None: English, or mixed
+
+    def _scored_as(self, utterance: Utterance) -> str | None:
+        return utterance.language if utterance.language is not None else self.language
 
     @property
     def wer(self) -> float:
-        """Corpus error rate in percent after normalizing both sides: WER, or CER for languages
-        written without spaces (``metric``)."""
-        references, hypotheses = [u.reference for u in self.utterances], [u.hypothesis for u in self.utterances]
-        return word_error_rate(references, hypotheses, self.language)
+        """Corpus error rate in percent after normalizing both sides: edits over reference units,
+        words or, for languages written without spaces, characters (``metric``), each clip by its
+        own language's rules."""
+        counts = self.errors()
+        units = sum(n for _, n in counts)
+        if not units:
+            raise ValueError("no reference words to score against")
+        return 100.0 * sum(e for e, _ in counts) / units
+
+    def errors(self) -> list[tuple[int, int]]:
+        """(edits, reference units) per clip, each scored by its language's rules."""
+        return [utterance_errors([u.reference], [u.hypothesis], self._scored_as(u))[0] for u in self.utterances]
 
     @property
     def metric(self) -> str:
-        return "CER" if self.language in CHARACTER_SCORED else "WER"
+        metrics = {"CER" if self._scored_as(u) in CHARACTER_SCORED else "WER" for u in self.utterances}
+        return metrics.pop() if len(metrics) == 1 else "WER/CER"
+
+    def by_language(self) -> dict[str | None, EvaluationReport]:
+        """One report per language the clips are scored in (a manifest may mix them)."""
+        groups: dict[str | None, list[Utterance]] = {}
+        for utterance in self.utterances:
+            groups.setdefault(self._scored_as(utterance), []).append(utterance)
+        return {language: EvaluationReport(self.model, group, language) for language, group in groups.items()}
 
     @property
     def detection_accuracy(self) -> float | None:
@@ -92,6 +114,15 @@ class EvaluationReport:
             "wer": round(self.wer, 3),
             "rtf": round(self.rtf, 4),
             "language_detection": self.detection_accuracy,
+            "languages": {
+                language or "en": {
+                    "metric": part.metric,
+                    "error_rate": round(part.wer, 3),
+                    "utterances": len(part.utterances),
+                    "language_detection": part.detection_accuracy,
+                }
+                for language, part in self.by_language().items()
+            },
             "results": [
                 {"audio": u.audio, "reference": u.reference, "hypothesis": u.hypothesis, "seconds": round(u.seconds, 3)}
                 for u in self.utterances
@@ -147,7 +178,8 @@ def paired_wer_difference(
 
 
 def read_manifest(path: str | os.PathLike[str]) -> list[ManifestEntry]:
-    """Lines ``audio-path<TAB>reference``; paths relative to the manifest; '#' comments."""
+    """Lines ``audio-path<TAB>reference[<TAB>language]``; paths relative to the manifest; '#'
+    comments. The language column (a Whisper code) says how the clip is decoded and scored."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: no such manifest file")
@@ -155,10 +187,13 @@ def read_manifest(path: str | os.PathLike[str]) -> list[ManifestEntry]:
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
-        audio, sep, reference = line.partition("\t")
-        if not sep or not audio.strip():
-            raise ManifestError(f"{path}:{number}: expected 'audio-path<TAB>reference'")
-        entries.append(ManifestEntry(path.parent / audio.strip(), reference.strip()))
+        fields = line.split("\t")
+        if not 2 <= len(fields) <= 3 or not fields[0].strip():
+            raise ManifestError(f"{path}:{number}: expected 'audio-path<TAB>reference[<TAB>language]'")
+        language = fields[2].strip() if len(fields) == 3 and fields[2].strip() else None
+        if language is not None and not re.fullmatch(r"[a-z]{2,3}", language):
+            raise ManifestError(f"{path}:{number}: language {language!r} is not a Whisper language code (en, de, zh…)")
+        entries.append(ManifestEntry(path.parent / fields[0].strip(), fields[1].strip(), language=language))
     if not entries:
         raise ManifestError(f"{path}: no utterances")
     return entries
@@ -175,10 +210,14 @@ def evaluate(
     detects in each clip when none is given (its first window only: segments are lazy, so the
     detection costs one encoder run and one decoder step, and is not timed)."""
     utterances = []
+    given = options.language if options else None
     for entry in entries:
         start = time.perf_counter()
         audio = entry.load()
-        segments, _ = model.transcribe(audio.samples, options)
+        decoding = options
+        if given is None and entry.language is not None:  # the manifest says which language the clip is in
+            decoding = replace(options or TranscribeOptions(), language=entry.language)
+        segments, _ = model.transcribe(audio.samples, decoding)
         segments = list(segments)
         elapsed = time.perf_counter() - start
         detected = None
@@ -193,8 +232,10 @@ def evaluate(
             duration=audio.duration,
             seconds=elapsed,
             detected_language=detected,
+            language=entry.language if given is None else given,
         )
         utterances.append(utterance)
         if on_utterance:
             on_utterance(utterance)
-    return EvaluationReport(model.name, utterances, options.language if options else None)
+    languages = {u.language for u in utterances}
+    return EvaluationReport(model.name, utterances, languages.pop() if len(languages) == 1 else None)

@@ -192,7 +192,24 @@ def test_evaluate_rejects_a_bad_manifest(tmp_path: Path) -> None:
     manifest = tmp_path / "bad.tsv"
     manifest.write_text("no tab on this line\n")
     result = run("evaluate", manifest)
-    assert result.returncode == 1 and "bad.tsv:1: expected 'audio-path<TAB>reference'" in result.stderr
+    assert result.returncode == 1 and "bad.tsv:1: expected 'audio-path<TAB>reference" in result.stderr
+    manifest.write_text(f"{SAMPLE}\tsome words\tGerman\n")
+    result = run("evaluate", manifest)
+    assert result.returncode == 1 and "'German' is not a Whisper language code" in result.stderr
+
+
+def test_evaluate_scores_a_manifest_of_mixed_languages_per_language(tmp_path: Path) -> None:
+    """English and Chinese in one manifest: each clip decoded and scored in its own language
+    (CER for Chinese), one line per language."""
+    chinese = SAMPLE.parents[1] / "tests/data/validation/multilingual/zh"
+    clip, sentence = (chinese / "refs.tsv").read_text(encoding="utf-8").splitlines()[1].split("\t")
+    manifest = tmp_path / "mixed.tsv"
+    manifest.write_text(f"{SAMPLE}\t{SAMPLE_REFERENCE}\ten\n{chinese / clip}\t{sentence}\tzh\n", encoding="utf-8")
+    result = run("evaluate", manifest, "--model", "base", "--beam-size", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    languages = json.loads(result.stdout)["languages"]
+    assert languages["en"]["metric"] == "WER" and languages["en"]["error_rate"] < 10.0
+    assert languages["zh"]["metric"] == "CER" and languages["zh"]["error_rate"] < 50.0
 
 
 def test_progress_bar_on_long_audio(tmp_path: Path) -> None:

@@ -105,6 +105,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"audio        {report.audio_seconds:.1f} s")
         print(f"{report.metric:<13}{report.wer:.2f} %")
         print(f"RTF          {report.rtf:.3f}")
+        parts = report.by_language()
+        if len(parts) > 1:
+            for language, part in parts.items():
+                print(f"  {language or 'en':<4} {part.metric} {part.wer:6.2f} %  {len(part.utterances):4d} clips")
     return 0
 
 
