@@ -18,7 +18,7 @@ from amanuensis.engine import WhisperModel
 from amanuensis.evaluation import word_error_rate
 from amanuensis.runtime import ModelRuntime
 
-from .conftest import SAMPLE, SAMPLE_REFERENCE, silence
+from .conftest import ROOT, SAMPLE, SAMPLE_REFERENCE, silence
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +132,20 @@ def test_base_detects_english_and_translates(base: WhisperModel) -> None:
     assert abs(sum(probs.values()) - 1.0) < 1e-4
     result = decode_window(base.runtime, base.tokenizer, cross, DecodingOptions(task="translate"), "en")
     assert word_error_rate([SAMPLE_REFERENCE], [result.text]) < 15.0
+
+
+def test_base_translates_german_speech_into_english(base: WhisperModel) -> None:
+    """A Common Voice clip ("Du benutzt ständig irgendwelche Redewendungen, die ich nicht kenne."):
+    transcribed it stays German; with task="translate" it comes out in English."""
+    from amanuensis.transcribe import TranscribeOptions
+
+    clip = ROOT / "tests/data/validation/multilingual/de/clips/common_voice_de_17720792.mp3"
+    german = base.transcribe_all(str(clip), TranscribeOptions(beam_size=1))
+    english = base.transcribe_all(str(clip), TranscribeOptions(beam_size=1, task="translate"))
+    assert german.language == english.language == "de"
+    assert "ich" in german.text.lower().split() and "Redewendungen" in german.text
+    words = set(english.text.lower().replace(".", " ").replace(",", " ").split())
+    assert english.text.isascii() and {"you", "i"} <= words, english.text
 
 
 def test_sampling_draws_each_token_as_often_as_its_probability() -> None:
