@@ -20,8 +20,8 @@ needs_openvino = pytest.mark.skipif(
 # onnxruntime's x86 u8×s8 kernel without VNNI saturates (amanuensis.quantize.kernels): static NPU
 # graphs with full int8 weights measured on its CPU EP there show the kernel's clipping, not the NPU's numbers
 needs_exact_int8_products = pytest.mark.skipif(
-    kernels.signed_levels() != kernels.FULL_LEVELS,
-    reason="this CPU has no VNNI: onnxruntime's CPU EP saturates u8×s8 products of full int8 weights",
+    kernels.saturating_cpu(),
+    reason="this CPU has no VNNI: onnxruntime's CPU EP saturates u8×s8 products of int8 weights",
 )
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -86,11 +86,12 @@ INT8_DIR_PREFIX = "int8-"  # INT8 builds live in <model cache>/int8-<table finge
 
 
 def int8_dir(checkpoint: WhisperCheckpoint, table: RangeTable) -> Path:
-    """The build folder of one table; the CPU flavour's is also keyed by the int8 weight levels this
-    machine's kernels take (``kernels.signed_levels``), so a cache moved between CPUs stays right."""
+    """The build folder of one table; the CPU flavour's is also keyed by the weight type this
+    machine's kernels compute exactly (``kernels.weight_storage``), so a cache moved between CPUs
+    stays right."""
     name = f"{INT8_DIR_PREFIX}{table.fingerprint()}-b{VERSIONS['int8_build']}"
-    if table.recipe.scheme == "dynamic" and kernels.signed_levels() != kernels.FULL_LEVELS:
-        name += f"-w{kernels.signed_levels()}"
+    if table.recipe.scheme == "dynamic" and kernels.weight_storage() != kernels.SIGNED:
+        name += f"-{kernels.weight_storage()}"
     return export.model_cache_dir(checkpoint) / name
 
 

@@ -44,22 +44,21 @@ def build_dynamic(
     only: list[str] | None = None,
     query_chunks: int = 1,
     techniques: dict[str, str] | None = None,
-    signed_levels: int | None = None,
+    weight_storage: str | None = None,
 ) -> None:
     """Integer MatMul/Gemm with run-time activation scales (onnxruntime ``quantize_dynamic``).
 
     ``exclude`` keeps nodes float, ``only`` quantizes just those (sensitivity analysis);
     ``techniques`` names nodes to quantize with a finer integer form instead (``per_row``).
     ``query_chunks`` splits multi-query attention first (the CPU EP's memory saving, which looks
-    for the Softmax this build removes). ``signed_levels`` bounds the int8 weights (None: what this
-    machine's kernels take without saturating, ``kernels.signed_levels``).
+    for the Softmax this build removes). ``weight_storage``: "int8" or "uint8" (None: what this
+    machine's kernels compute exactly, ``kernels.weight_storage``).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from amanuensis.export.query_chunks import split_attention_queries
     from amanuensis.quantize.qdq import quiet_root_logger
 
-    levels = signed_levels or kernels.signed_levels()
     model = onnx.load(str(float_model))
     # quantize_dynamic turns a Gemm into a MatMul named <Gemm>_MatMul before it checks exclusions
     techniques = {n: t for n, t in (techniques or {}).items() if not only or n in only}
@@ -70,7 +69,7 @@ def build_dynamic(
         exclude += [f"{name}/chunk{c}" for name in exclude for c in range(query_chunks)]
     unnormalized_attention(model)
     if not only or TIED_PROJECTION in only:
-        share_quantized_embedding(model, exclude, levels)  # before quantize_dynamic, which would copy the table
+        share_quantized_embedding(model, exclude)  # before quantize_dynamic, which would copy the table
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".dynamic-") as tmp:
         source, staged = Path(tmp) / "float.onnx", Path(tmp) / output.name
@@ -86,14 +85,15 @@ def build_dynamic(
                     op_types_to_quantize=list(DYNAMIC_OP_TYPES),
                     per_channel=recipe.per_channel,
                     weight_type=QuantType.QInt8,
-                    reduce_range=levels == kernels.NARROW_LEVELS,  # int8 weights on ±64 levels
                     nodes_to_quantize=dynamic_only,
                     nodes_to_exclude=exclude,
                     extra_options={"MatMulConstBOnly": False},  # attention's activation × activation products
                 )
         quantized = onnx.load(str(staged))
         fixed_scale_attention_weights(quantized)
-        apply_techniques(quantized, techniques, levels)
+        apply_techniques(quantized, techniques)
+        if (weight_storage or kernels.weight_storage()) == kernels.UNSIGNED:
+            kernels.store_weights_unsigned(quantized)
         store_exact_float16(quantized)
         onnx.save(quantized, str(staged))
         onnx.checker.check_model(str(staged))
@@ -159,9 +159,7 @@ TIED_PROJECTION = "decoder/logits/Gemm"  # the vocabulary projection, reading th
 KEPT_INTEGER = (TIED_PROJECTION,)
 
 
-def share_quantized_embedding(
-    model: onnx.ModelProto, exclude: list[str], signed_levels: int = kernels.FULL_LEVELS
-) -> bool:
+def share_quantized_embedding(model: onnx.ModelProto, exclude: list[str]) -> bool:
     """Store Whisper's tied token embedding once, as int8, for both of its readers, in place.
 
     The table (51864 × 384 for tiny.en, half the decoder's weights) is read by the embedding Gather
@@ -186,7 +184,7 @@ def share_quantized_embedding(
         return False
     if attributes.get("alpha", 1.0) != 1.0 or len(index.users(table_name)) != len(gathers) + 1:
         return False
-    levels, scales = symmetric_int8(numpy_helper.to_array(table), 0, signed_levels)  # one per token: per output channel
+    levels, scales = symmetric_int8(numpy_helper.to_array(table), axis=0)  # one per token: per output channel
     name = f"{table_name}_int8"
     graph.initializer.remove(table)
     graph.initializer.extend(
@@ -215,8 +213,14 @@ def share_quantized_embedding(
                 name=f"{gather.name}/unsqueeze",
             ),
             helper.make_node("Cast", [rows], [f"{rows}_float"], name=f"{gather.name}/cast", to=onnx.TensorProto.FLOAT),
+            helper.make_node(  # the table's zero point: 0, or 128 once its levels are stored as uint8
+                "Cast", [f"{name}_zero_point"], [f"{rows}_zero"], name=f"{gather.name}/zero", to=onnx.TensorProto.FLOAT
+            ),
             helper.make_node(
-                "Mul", [f"{rows}_float", f"{rows}_scales_column"], [out], name=f"{gather.name}/dequantize"
+                "Sub", [f"{rows}_float", f"{rows}_zero"], [f"{rows}_levels"], name=f"{gather.name}/center"
+            ),
+            helper.make_node(
+                "Mul", [f"{rows}_levels", f"{rows}_scales_column"], [out], name=f"{gather.name}/dequantize"
             ),
         ]
     replaced[gemm.name] = [

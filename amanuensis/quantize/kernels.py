@@ -1,12 +1,14 @@
-"""How wide the signed operand of an integer product may be on this machine's CPU kernels.
+"""Which integer type the CPU flavour stores its weights in, for this machine's kernels.
 
 onnxruntime multiplies uint8 activations by int8 weights. On x86 without VNNI (AVX2, AVX-512
 before VNNI) its kernel does that with ``vpmaddubsw``, which adds two u8·s8 products into a
 *saturating* int16: 255·127·2 = 64770 does not fit, so a loud activation against a large weight
-is clipped, silently. Measured on an AVX2-only EPYC (2026-12-02), the CPU flavour's encoder then
-kept 5.4 dB SQNR against FP32 instead of 16–18. onnxruntime's own answer is ``reduce_range``:
-weights on ±64 levels, 255·64·2 = 32640, which fits. VNNI (``vpdpbusd``), AMX and ARM's dot
-products add into int32 and take the full ±127.
+is clipped, silently. Measured on an AVX2-only EPYC (2026-12-02), the CPU flavour's encoder kept
+5.4 dB SQNR against FP32 instead of 17.5. With uint8 weights (the same levels + 128, zero point
+128) onnxruntime takes its u8×u8 kernel, which widens to 16 bits before it multiplies: the int32
+sums, and so the outputs, are exactly those a VNNI machine computes from the int8 weights, and
+the gate's figures hold. VNNI (``vpdpbusd``), AMX and ARM's dot products add u8·s8 into int32
+and keep the faster int8 form.
 
 The CPU flavour is built on the machine that runs it, so it is built for that machine's kernels
 (and cached apart: ``amanuensis.quantize.int8_dir``).
@@ -18,15 +20,20 @@ import os
 import platform
 from functools import cache
 
-from amanuensis.errors import OptionsError
+import numpy as np
+import onnx
+from onnx import numpy_helper
 
-FULL_LEVELS = 127  # int8 levels each side of zero
-NARROW_LEVELS = 64  # onnxruntime's reduce_range for int8: 255 · 64 · 2 fits an int16
-LEVELS_ENV = "AMANUENSIS_INT8_LEVELS"  # "127" or "64": overrides what the CPU's flags say
+from amanuensis.errors import OptionsError
+from amanuensis.export.graph_index import GraphIndex
+
+SIGNED, UNSIGNED = "int8", "uint8"
+WEIGHTS_ENV = "AMANUENSIS_INT8_WEIGHTS"  # "int8" or "uint8": overrides what the CPU's flags say
 # cpuinfo flags of the instructions that sum u8·s8 products in int32
 INT32_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
-# Static NPU graphs keep full int8 weights (the NPU needs them so); measured on such a CPU's EP
+OFFSET = 128  # int8 level v is stored as the uint8 v + 128
+# Static NPU graphs keep int8 weights (the NPU needs them so); measured on such a CPU's EP
 STATIC_ON_SATURATING_CPU = (
     "warning: this CPU has no VNNI, so onnxruntime's CPU EP saturates the u8×s8 products of the {target} "
     "graphs measured here: their WER is not what the NPU computes (measure on a VNNI machine)"
@@ -46,17 +53,57 @@ def _cpu_flags() -> frozenset[str] | None:
 
 
 @cache
-def signed_levels() -> int:
-    """Levels each side of zero for the int8 operand of this machine's integer products.
-
-    The narrow form wherever the kernel might saturate: x86 without a VNNI flag, or x86 whose flags
-    cannot be read (narrow weights are exact on every kernel, only a little coarser)."""
-    override = os.environ.get(LEVELS_ENV)
+def weight_storage() -> str:
+    """``int8`` where this machine's u8×s8 kernel sums in int32, else ``uint8``: x86 without a VNNI
+    flag, or x86 whose flags cannot be read (uint8 weights are exact on every kernel, only slower)."""
+    override = os.environ.get(WEIGHTS_ENV)
     if override:
-        if override not in (str(FULL_LEVELS), str(NARROW_LEVELS)):
-            raise OptionsError(f"{LEVELS_ENV} must be {FULL_LEVELS} or {NARROW_LEVELS}, not {override!r}")
-        return int(override)
+        if override not in (SIGNED, UNSIGNED):
+            raise OptionsError(f"{WEIGHTS_ENV} must be {SIGNED} or {UNSIGNED}, not {override!r}")
+        return override
     if platform.machine().lower() not in X86_MACHINES:
-        return FULL_LEVELS
+        return SIGNED
     flags = _cpu_flags()
-    return FULL_LEVELS if flags is not None and flags & INT32_DOT_FLAGS else NARROW_LEVELS
+    return SIGNED if flags is not None and flags & INT32_DOT_FLAGS else UNSIGNED
+
+
+def saturating_cpu() -> bool:
+    """Whether onnxruntime's CPU EP here would clip u8×s8 products (static graphs keep int8)."""
+    return weight_storage() == UNSIGNED
+
+
+def store_weights_unsigned(model: onnx.ModelProto) -> int:
+    """Give every integer product's int8 right operand the uint8 form, in place: stored weights
+    (read directly or transposed) become their levels + 128, an operand quantized at run time gets
+    the zero point 128, and each zero point moves with them, so every product keeps its value.
+    Other readers of a converted table (the embedding's Gather) read its zero point, which moves
+    too. Returns how many products were changed."""
+    index = GraphIndex(model.graph)
+    converted: set[str] = set()
+
+    def signed(name: str) -> bool:
+        tensor = index.initializers.get(name)
+        return name in converted or (tensor is not None and tensor.data_type == onnx.TensorProto.INT8)
+
+    def to_unsigned(name: str) -> None:
+        if name not in converted:
+            tensor = index.initializers[name]
+            values = numpy_helper.to_array(tensor).astype(np.int16) + OFFSET
+            tensor.CopyFrom(numpy_helper.from_array(values.astype(np.uint8), name))
+            converted.add(name)
+
+    changed = 0
+    for node in model.graph.node:
+        if node.op_type != "MatMulInteger" or len(node.input) < 4:
+            continue
+        right = node.input[1]
+        producer = index.producer.get(right)
+        if producer is not None and producer.op_type == "Transpose":
+            right, producer = producer.input[0], None
+        quantized_at_run_time = producer is not None and producer.op_type == "QuantizeLinear"
+        operand = producer.input[2] if quantized_at_run_time and len(producer.input) > 2 else right
+        if signed(operand) and signed(node.input[3]):
+            to_unsigned(operand)  # stored levels, or the zero point the run-time levels come out around
+            to_unsigned(node.input[3])
+            changed += 1
+    return changed

@@ -13,9 +13,8 @@ ever keep it float:
   frames (mostly far below 1/255 of their peak) need.
 
 Weights are int8 per output column; an activation right operand (attention's V) is quantized per
-column at run time. Both take ``signed_levels`` levels each side of zero: 127, or 64 where the
-CPU's u8×s8 kernel would saturate (``quantize.kernels``). Only float MatMuls are rewritten, so
-this runs after ``quantize_dynamic`` on the nodes it was told to leave alone.
+column at run time. Only float MatMuls are rewritten, so this runs after ``quantize_dynamic`` on
+the nodes it was told to leave alone.
 """
 
 from __future__ import annotations
@@ -26,13 +25,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from amanuensis.errors import OptionsError
 from amanuensis.export.graph_index import GraphIndex, drop_unread_initializers, replace_nodes
-from amanuensis.quantize import kernels
-from amanuensis.quantize.kernels import FULL_LEVELS
 
 INTEGER_SUFFIX = "_quant"  # an integer product is named after the node it replaces with this suffix
 TECHNIQUES = ("per_token", "a16")  # in the order the mixed-precision search tries them
 RESIDUAL_LIMB = "/residual"  # suffix of the second integer product of an a16 node
-SYMMETRIC_LEVELS = 127.0  # activation levels each side of the uint8 middle
+SYMMETRIC_LEVELS = 127.0  # int8 levels each side of zero
 UNSIGNED_LEVELS = 255.0  # uint8 levels above zero, for rows known to lie in [0, 1]
 LOW_LIMB_LEVELS = 254.0  # the residual limb spans one level of the high limb in this many steps
 SMALLEST_SCALE = 1e-12  # keeps an all-zero row from dividing by zero
@@ -67,12 +64,12 @@ class _Builder:
             return self.op("ReduceMax", [data, axes], suffix, keepdims=1)
         return self.op("ReduceMax", [data], suffix, keepdims=1, axes=[axis])
 
-    def symmetric_scale(self, data: str, axis: int, suffix: str, levels: float = SYMMETRIC_LEVELS) -> str:
-        """max |data| over ``axis`` / ``levels``, never zero."""
+    def symmetric_scale(self, data: str, axis: int, suffix: str) -> str:
+        """max |data| over ``axis`` / 127, never zero."""
         peak = self.reduce_max(self.op("Abs", [data], f"{suffix}_abs"), axis, f"{suffix}_peak")
-        step = self.const(f"{suffix}_levels", np.array(1 / levels, np.float32))
+        levels = self.const(f"{suffix}_levels", np.array(1 / SYMMETRIC_LEVELS, np.float32))
         floor = self.const(f"{suffix}_floor", np.array(SMALLEST_SCALE, np.float32))
-        return self.op("Max", [self.op("Mul", [peak, step], f"{suffix}_raw"), floor], suffix)
+        return self.op("Max", [self.op("Mul", [peak, levels], f"{suffix}_raw"), floor], suffix)
 
     def to_levels(self, data: str, zero_point: np.ndarray, suffix: str) -> str:
         """Round and saturate values already divided by their scale (QuantizeLinear with scale 1)."""
@@ -85,21 +82,21 @@ class _Builder:
         return self.op("Cast", [name], f"{name.rsplit('/', 1)[-1]}_float", to=TensorProto.FLOAT)
 
 
-def symmetric_int8(values: np.ndarray, axis: int, levels: int = FULL_LEVELS) -> tuple[np.ndarray, np.ndarray]:
-    """int8 levels with one symmetric scale per index along ``axis`` (max |x| / ``levels`` over the
-    other axes; 1 for an all-zero slice), and the float32 scales."""
+def symmetric_int8(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """int8 levels with one symmetric scale per index along ``axis`` (max |x| / 127 over the other
+    axes; 1 for an all-zero slice), and the float32 scales."""
     others = tuple(i for i in range(values.ndim) if i != axis)
-    scales = (np.abs(values).max(axis=others) / levels).astype(np.float32)
+    scales = (np.abs(values).max(axis=others) / SYMMETRIC_LEVELS).astype(np.float32)
     scales[scales == 0] = 1.0
     shape = [1] * values.ndim
     shape[axis] = -1
-    quantized = np.clip(np.round(values / scales.reshape(shape)), -levels, levels).astype(np.int8)
-    return quantized, scales
+    levels = np.clip(np.round(values / scales.reshape(shape)), -127, 127).astype(np.int8)
+    return levels, scales
 
 
-def _weights(builder: _Builder, weights: np.ndarray, levels: int) -> tuple[str, str, str]:
+def _weights(builder: _Builder, weights: np.ndarray) -> tuple[str, str, str]:
     """int8 weights with one symmetric scale per output column: (values, zero point, scales)."""
-    values, scales = symmetric_int8(weights, axis=1, levels=levels)
+    values, scales = symmetric_int8(weights, axis=1)
     return (
         builder.const("weight_int8", values),
         builder.const("weight_zp", np.array(0, np.int8)),
@@ -107,13 +104,11 @@ def _weights(builder: _Builder, weights: np.ndarray, levels: int) -> tuple[str, 
     )
 
 
-def _activation_columns(builder: _Builder, b: str, levels: int) -> tuple[str, str, str]:
-    """A run-time right operand (attention's V) with one symmetric scale per column: int8, or where
-    int8 would have to be narrowed, uint8 around 128 (a u8×u8 product never saturates)."""
+def _activation_columns(builder: _Builder, b: str) -> tuple[str, str, str]:
+    """A run-time right operand (attention's V) as int8 with one scale per column."""
     scales = builder.symmetric_scale(b, -2, "b_scales")
-    zero_point = np.array(0, np.int8) if levels == FULL_LEVELS else np.array(128, np.uint8)
-    quantized = builder.to_levels(builder.op("Div", [b, scales], "b_scaled"), zero_point, "b_levels")
-    return quantized, builder.const("b_zp_value", zero_point), scales
+    levels = builder.to_levels(builder.op("Div", [b, scales], "b_scaled"), np.array(0, np.int8), "b_int8")
+    return levels, builder.const("b_zp_value", np.array(0, np.int8)), scales
 
 
 Limb = tuple[str, str, float]  # uint8 levels, their zero point, the weight of their product in the sum
@@ -162,9 +157,7 @@ def unit_rows(index: GraphIndex, a: str) -> bool:
     return peak is not None and peak.op_type == "ReduceMax" and peak.input[0] == shift.input[0]
 
 
-def rewrite_matmul(
-    model: onnx.ModelProto, node: onnx.NodeProto, technique: str, index: GraphIndex, signed_levels: int = FULL_LEVELS
-) -> list:
+def rewrite_matmul(model: onnx.ModelProto, node: onnx.NodeProto, technique: str, index: GraphIndex) -> list:
     """The integer replacement of one float MatMul (nodes in order); adds its constants to the graph."""
     if technique not in TECHNIQUES:
         raise OptionsError(f"unknown integer technique {technique!r}; choose from {', '.join(TECHNIQUES)}")
@@ -173,9 +166,9 @@ def rewrite_matmul(
     a, right = node.input[0], node.input[1]
     weight = index.initializers.get(right)
     if weight is not None:
-        b_int, b_zero, b_scales = _weights(b, numpy_helper.to_array(weight), signed_levels)
+        b_int, b_zero, b_scales = _weights(b, numpy_helper.to_array(weight))
     else:
-        b_int, b_zero, b_scales = _activation_columns(b, right, signed_levels)
+        b_int, b_zero, b_scales = _activation_columns(b, right)
 
     if unit_rows(index, a):  # attention weights exp(s − max s): each row's peak is exactly 1
         limbs, a_scales = _unit_row_limbs(b, a, technique == "a16")
@@ -193,16 +186,15 @@ def rewrite_matmul(
     return b.nodes
 
 
-def apply_techniques(model: onnx.ModelProto, techniques: dict[str, str], signed_levels: int | None = None) -> int:
+def apply_techniques(model: onnx.ModelProto, techniques: dict[str, str]) -> int:
     """Rewrite every float MatMul named in ``techniques`` (or a ``/chunkN`` copy of one), in place;
-    returns how many were. ``signed_levels``: None for what this machine's kernels take."""
-    signed_levels = signed_levels or kernels.signed_levels()
+    returns how many were."""
     index = GraphIndex(model.graph)
     replaced: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
         technique = techniques.get(node.name.split("/chunk")[0])
         if technique is not None and node.op_type == "MatMul":
-            replaced[node.name] = rewrite_matmul(model, node, technique, index, signed_levels)
+            replaced[node.name] = rewrite_matmul(model, node, technique, index)
     replace_nodes(model.graph, replaced)
     drop_unread_initializers(model.graph)  # the float weights replaced
     return len(replaced)

@@ -277,7 +277,7 @@ def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationRe
         check_disjoint(clips, [e.audio for e in condition.entries])
     if config.noisy_calibration:
         clips = with_noisy_copies(clips, config.calibration_dir / NOISE_FOLDER)
-    if config.recipe.scheme == "static" and kernels.signed_levels() != kernels.FULL_LEVELS:
+    if config.recipe.scheme == "static" and kernels.saturating_cpu():
         log(kernels.STATIC_ON_SATURATING_CPU.format(target=config.recipe.target))
     log(
         f"calibrating {checkpoint.files.name} on {len(clips)} clips from {config.calibration_dir} "

@@ -8,7 +8,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import numpy_helper
 
 from amanuensis import export
 from amanuensis.errors import OptionsError
@@ -18,55 +17,69 @@ from amanuensis.quantize import kernels
 from amanuensis.quantize.dynamic import build_dynamic
 from amanuensis.quantize.recipe import QuantRecipe
 
-from ..conftest import sqnr_db
+DYNAMIC = QuantRecipe(scheme="dynamic", per_channel=True)
+ATTENTION_CONTEXT = "encoder/layer_3/self_attention/MatMul_1"  # exp(s − max s) @ V: V quantized at run time
 
 
 @pytest.fixture
 def fresh_choice(monkeypatch):
-    """signed_levels() asked again under the patched machine, and forgotten afterwards."""
-    monkeypatch.delenv(kernels.LEVELS_ENV, raising=False)
-    kernels.signed_levels.cache_clear()
+    """weight_storage() asked again under the patched machine, and forgotten afterwards."""
+    monkeypatch.delenv(kernels.WEIGHTS_ENV, raising=False)
+    kernels.weight_storage.cache_clear()
     yield monkeypatch
-    kernels.signed_levels.cache_clear()
+    kernels.weight_storage.cache_clear()
 
 
 @pytest.mark.parametrize(
-    ("machine", "flags", "levels"),
+    ("machine", "flags", "storage"),
     [
-        ("x86_64", {"avx2", "fma"}, kernels.NARROW_LEVELS),  # AVX2: vpmaddubsw saturates
-        ("x86_64", {"avx2", "avx512f", "avx512bw"}, kernels.NARROW_LEVELS),  # AVX-512 before VNNI
-        ("x86_64", {"avx2", "avx512f", "avx512_vnni"}, kernels.FULL_LEVELS),
-        ("x86_64", {"avx2", "avx_vnni"}, kernels.FULL_LEVELS),
-        ("x86_64", None, kernels.NARROW_LEVELS),  # flags unreadable: the form that is exact everywhere
-        ("aarch64", None, kernels.FULL_LEVELS),  # ARM's dot products sum in int32
+        ("x86_64", {"avx2", "fma"}, kernels.UNSIGNED),  # AVX2: vpmaddubsw saturates
+        ("x86_64", {"avx2", "avx512f", "avx512bw"}, kernels.UNSIGNED),  # AVX-512 before VNNI
+        ("x86_64", {"avx2", "avx512f", "avx512_vnni"}, kernels.SIGNED),
+        ("x86_64", {"avx2", "avx_vnni"}, kernels.SIGNED),
+        ("x86_64", None, kernels.UNSIGNED),  # flags unreadable: the form that is exact everywhere
+        ("aarch64", None, kernels.SIGNED),  # ARM's dot products sum in int32
     ],
 )
-def test_weight_levels_follow_the_cpu(fresh_choice, machine, flags, levels) -> None:
+def test_weight_storage_follows_the_cpu(fresh_choice, machine, flags, storage) -> None:
     fresh_choice.setattr(platform, "machine", lambda: machine)
     fresh_choice.setattr(kernels, "_cpu_flags", lambda: None if flags is None else frozenset(flags))
-    assert kernels.signed_levels() == levels
+    assert kernels.weight_storage() == storage
 
 
 def test_the_environment_overrides_the_cpu_and_is_checked(fresh_choice) -> None:
-    fresh_choice.setenv(kernels.LEVELS_ENV, "64")
-    assert kernels.signed_levels() == kernels.NARROW_LEVELS
-    kernels.signed_levels.cache_clear()
-    fresh_choice.setenv(kernels.LEVELS_ENV, "100")
-    with pytest.raises(OptionsError, match=kernels.LEVELS_ENV):
-        kernels.signed_levels()
+    fresh_choice.setenv(kernels.WEIGHTS_ENV, "uint8")
+    assert kernels.weight_storage() == kernels.UNSIGNED
+    kernels.weight_storage.cache_clear()
+    fresh_choice.setenv(kernels.WEIGHTS_ENV, "int7")
+    with pytest.raises(OptionsError, match=kernels.WEIGHTS_ENV):
+        kernels.weight_storage()
 
 
-def test_narrow_weights_track_fp32_on_any_cpu(tiny, mel_window, tmp_path) -> None:
-    """Weights on ±64 levels fit every u8×s8 kernel: the encoder stays close to FP32 whatever the CPU."""
+def _run(path, feed: dict, names: list[str]) -> list[np.ndarray]:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(names, feed)
+
+
+def test_uint8_weights_compute_what_int8_weights_compute_without_saturation(tiny, mel_window, tmp_path) -> None:
+    """The same integer levels stored + 128: no int8 operand is left, and where the u8×s8 kernel
+    does not saturate (a VNNI CPU) the outputs are the int8 build's to float rounding; everywhere
+    they stay close to FP32 (on a CPU without VNNI the int8 build measured 5.4 dB)."""
     source = export.graph_path(tiny.checkpoint, GraphKind.ENCODER)
-    built = tmp_path / "encoder.onnx"
-    recipe = QuantRecipe(scheme="dynamic", per_channel=True)
-    build_dynamic(source, built, recipe, query_chunks=5, signed_levels=kernels.NARROW_LEVELS)
-    stored = onnx.load(str(built)).graph.initializer
-    weights = [numpy_helper.to_array(i) for i in stored if i.data_type == onnx.TensorProto.INT8]
-    assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= kernels.NARROW_LEVELS
+    signed, unsigned = tmp_path / "int8.onnx", tmp_path / "uint8.onnx"
+    techniques = {ATTENTION_CONTEXT: "per_token"}  # a run-time right operand (V) too
+    build_dynamic(source, signed, DYNAMIC, query_chunks=5, techniques=techniques, weight_storage=kernels.SIGNED)
+    build_dynamic(source, unsigned, DYNAMIC, query_chunks=5, techniques=techniques, weight_storage=kernels.UNSIGNED)
+    model = onnx.load(str(unsigned))
+    products = [n for n in model.graph.node if n.op_type == "MatMulInteger"]
+    initializers = {i.name: i.data_type for i in model.graph.initializer}
+    assert products and not [n.name for n in products if initializers.get(n.input[3]) == onnx.TensorProto.INT8]
     names = [n for layer in range(tiny.checkpoint.dims.n_text_layer) for n in cross_kv_names(layer)]
     feed = {"mel": mel_window[None]}
-    reference = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(names, feed)
-    quantized = ort.InferenceSession(str(built), providers=["CPUExecutionProvider"]).run(names, feed)
-    assert min(sqnr_db(r, q) for r, q in zip(reference, quantized, strict=True)) > 15.0
+    reference = _run(source, feed, names)
+    from ..conftest import sqnr_db
+
+    got = _run(unsigned, feed, names)
+    assert min(sqnr_db(r, q) for r, q in zip(reference, got, strict=True)) > 15.0
+    if not kernels.saturating_cpu():
+        same = _run(signed, feed, names)
+        assert min(sqnr_db(s, q) for s, q in zip(same, got, strict=True)) > 60.0

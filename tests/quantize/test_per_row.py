@@ -12,6 +12,7 @@ from onnx import helper, numpy_helper
 from amanuensis import export
 from amanuensis.export import GraphKind
 from amanuensis.export.graph_index import GraphIndex
+from amanuensis.quantize import kernels
 from amanuensis.quantize.dynamic import build_dynamic, dynamic_integer_nodes
 from amanuensis.quantize.per_row import TECHNIQUES, apply_techniques, choose_technique
 from amanuensis.quantize.recipe import QuantRecipe
@@ -78,16 +79,18 @@ def test_rewrite_is_all_integer_and_accurate(technique: str) -> None:
     for weights, b in ((weight, None), (None, run_time)):
         model = _matmul_model(a.shape, weights, b.shape if b is not None else ())
         assert apply_techniques(model, {"product": technique}) == 1
+        if kernels.saturating_cpu():  # as build_dynamic stores them on this CPU
+            assert kernels.store_weights_unsigned(model) == (2 if technique == "a16" else 1)
         onnx.checker.check_model(model)
         index = GraphIndex(model.graph)
-        kernels = [n for n in model.graph.node if n.op_type == "MatMulInteger"]
-        assert len(kernels) == (2 if technique == "a16" else 1)
+        products = [n for n in model.graph.node if n.op_type == "MatMulInteger"]
+        assert len(products) == (2 if technique == "a16" else 1)
         assert not [n for n in model.graph.node if n.op_type == "MatMul"]
-        for kernel in kernels:
+        for kernel in products:
             for name in kernel.input[:2]:
                 init = index.initializers.get(name)
                 producer = index.producer.get(name)
-                stored = init is not None and init.data_type == onnx.TensorProto.INT8
+                stored = init is not None and init.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
                 assert stored or producer.op_type == "QuantizeLinear"
         feed = {"a": a} | ({"b": b.astype(np.float32)} if b is not None else {})
         got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
