@@ -106,4 +106,21 @@ def store_weights_unsigned(model: onnx.ModelProto) -> int:
             to_unsigned(operand)  # stored levels, or the zero point the run-time levels come out around
             to_unsigned(node.input[3])
             changed += 1
+    _retype_derived(model.graph, index, converted)
     return changed
+
+
+def _retype_derived(graph: onnx.GraphProto, index: GraphIndex, converted: set[str]) -> None:
+    """Declared types of what the converted tensors feed (a table's Transpose or Gather, a
+    QuantizeLinear whose zero point moved): uint8 now, or onnxruntime refuses the graph."""
+    derived = {
+        out
+        for name in converted
+        for node in index.users(name)
+        if (node.op_type in ("Transpose", "Gather") and node.input[0] == name)
+        or (node.op_type == "QuantizeLinear" and len(node.input) > 2 and node.input[2] == name)
+        for out in node.output[:1]
+    }
+    for info in [*graph.value_info, *graph.output]:
+        if info.name in derived:
+            info.type.tensor_type.elem_type = onnx.TensorProto.UINT8
