@@ -6,8 +6,8 @@ before VNNI) its kernel does that with ``vpmaddubsw``, which adds two u8·s8 pro
 is clipped, silently. Measured on an AVX2-only EPYC (2026-12-02), the CPU flavour's encoder kept
 5.4 dB SQNR against FP32 instead of 17.5. With uint8 weights (the same levels + 128, zero point
 128) onnxruntime takes its u8×u8 kernel, which widens to 16 bits before it multiplies: the int32
-sums, and so the outputs, are exactly those a VNNI machine computes from the int8 weights, and
-the gate's figures hold. VNNI (``vpdpbusd``), AMX and ARM's dot products add u8·s8 into int32
+sums are exactly those a VNNI machine computes from the int8 weights (the float parts of the
+graphs still round as this CPU rounds). VNNI (``vpdpbusd``), AMX and ARM's dot products add u8·s8 into int32
 and keep the faster int8 form.
 
 The CPU flavour is built on the machine that runs it, so it is built for that machine's kernels
@@ -53,23 +53,25 @@ def _cpu_flags() -> frozenset[str] | None:
 
 
 @cache
+def saturating_cpu() -> bool:
+    """Whether onnxruntime's CPU EP here may clip u8×s8 products: x86 without a VNNI flag, or x86
+    whose flags cannot be read."""
+    if platform.machine().lower() not in X86_MACHINES:
+        return False
+    flags = _cpu_flags()
+    return flags is None or not flags & INT32_DOT_FLAGS
+
+
+@cache
 def weight_storage() -> str:
-    """``int8`` where this machine's u8×s8 kernel sums in int32, else ``uint8``: x86 without a VNNI
-    flag, or x86 whose flags cannot be read (uint8 weights are exact on every kernel, only slower)."""
+    """``uint8`` where the CPU may saturate (uint8 weights are exact on every kernel, only slower),
+    else ``int8``; ``$AMANUENSIS_INT8_WEIGHTS`` overrides."""
     override = os.environ.get(WEIGHTS_ENV)
     if override:
         if override not in (SIGNED, UNSIGNED):
             raise OptionsError(f"{WEIGHTS_ENV} must be {SIGNED} or {UNSIGNED}, not {override!r}")
         return override
-    if platform.machine().lower() not in X86_MACHINES:
-        return SIGNED
-    flags = _cpu_flags()
-    return SIGNED if flags is not None and flags & INT32_DOT_FLAGS else UNSIGNED
-
-
-def saturating_cpu() -> bool:
-    """Whether onnxruntime's CPU EP here would clip u8×s8 products (static graphs keep int8)."""
-    return weight_storage() == UNSIGNED
+    return UNSIGNED if saturating_cpu() else SIGNED
 
 
 def store_weights_unsigned(model: onnx.ModelProto) -> int:

@@ -17,6 +17,8 @@ from amanuensis.quantize import kernels
 from amanuensis.quantize.dynamic import build_dynamic
 from amanuensis.quantize.recipe import QuantRecipe
 
+from ..conftest import sqnr_db
+
 DYNAMIC = QuantRecipe(scheme="dynamic", per_channel=True)
 ATTENTION_CONTEXT = "encoder/layer_3/self_attention/MatMul_1"  # exp(s − max s) @ V: V quantized at run time
 
@@ -26,8 +28,10 @@ def fresh_choice(monkeypatch):
     """weight_storage() asked again under the patched machine, and forgotten afterwards."""
     monkeypatch.delenv(kernels.WEIGHTS_ENV, raising=False)
     kernels.weight_storage.cache_clear()
+    kernels.saturating_cpu.cache_clear()
     yield monkeypatch
     kernels.weight_storage.cache_clear()
+    kernels.saturating_cpu.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -45,11 +49,14 @@ def test_weight_storage_follows_the_cpu(fresh_choice, machine, flags, storage) -
     fresh_choice.setattr(platform, "machine", lambda: machine)
     fresh_choice.setattr(kernels, "_cpu_flags", lambda: None if flags is None else frozenset(flags))
     assert kernels.weight_storage() == storage
+    assert kernels.saturating_cpu() == (storage == kernels.UNSIGNED)
 
 
 def test_the_environment_overrides_the_cpu_and_is_checked(fresh_choice) -> None:
+    fresh_choice.setattr(platform, "machine", lambda: "aarch64")
     fresh_choice.setenv(kernels.WEIGHTS_ENV, "uint8")
     assert kernels.weight_storage() == kernels.UNSIGNED
+    assert not kernels.saturating_cpu()  # a choice of weights says nothing about the CPU
     kernels.weight_storage.cache_clear()
     fresh_choice.setenv(kernels.WEIGHTS_ENV, "int7")
     with pytest.raises(OptionsError, match=kernels.WEIGHTS_ENV):
@@ -76,8 +83,6 @@ def test_uint8_weights_compute_what_int8_weights_compute_without_saturation(tiny
     names = [n for layer in range(tiny.checkpoint.dims.n_text_layer) for n in cross_kv_names(layer)]
     feed = {"mel": mel_window[None]}
     reference = _run(source, feed, names)
-    from ..conftest import sqnr_db
-
     got = _run(unsigned, feed, names)
     assert min(sqnr_db(r, q) for r, q in zip(reference, got, strict=True)) > 15.0
     if not kernels.saturating_cpu():
