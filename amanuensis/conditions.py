@@ -80,16 +80,15 @@ def noizeus(folder: Path = DEFAULT_NOIZEUS) -> Condition | None:
     return Condition("noizeus", entries, NOISY_MAX_DELTA, f"{len(entries)} NOIZEUS clips (real noise, 0–15 dB, 8 kHz)")
 
 
-def multilingual(root: Path = DEFAULT_MULTILINGUAL, languages: Sequence[str] | None = None) -> list[Condition]:
+def multilingual(root: Path = DEFAULT_MULTILINGUAL) -> list[Condition]:
     """One condition per language folder under ``root`` (``<code>/refs.tsv``), each decoded in its
     own language and scored by its rules (CER where words are not spaced)."""
     folders = sorted(p for p in root.iterdir() if (p / "refs.tsv").is_file()) if root.is_dir() else []
     found = []
     for folder in folders:
-        if languages is None or folder.name in languages:
-            entries = tuple(read_manifest(folder / "refs.tsv"))
-            description = f"{len(entries)} Common Voice clips in {folder.name}"
-            found.append(Condition(folder.name, entries, LANGUAGE_MAX_DELTA, description, folder.name))
+        entries = tuple(read_manifest(folder / "refs.tsv"))
+        description = f"{len(entries)} Common Voice clips in {folder.name}"
+        found.append(Condition(folder.name, entries, LANGUAGE_MAX_DELTA, description, folder.name))
     return found
 
 

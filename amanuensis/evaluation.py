@@ -65,11 +65,7 @@ class EvaluationReport:
         """Corpus error rate in percent after normalizing both sides: edits over reference units,
         words or, for languages written without spaces, characters (``metric``), each clip by its
         own language's rules."""
-        counts = self.errors()
-        units = sum(n for _, n in counts)
-        if not units:
-            raise ValueError("no reference words to score against")
-        return 100.0 * sum(e for e, _ in counts) / units
+        return error_rate(self.errors())
 
     def errors(self) -> list[tuple[int, int]]:
         """(edits, reference units) per clip, each scored by its language's rules."""
@@ -133,12 +129,15 @@ class EvaluationReport:
 def word_error_rate(references: list[str], hypotheses: list[str], language: str | None = None) -> float:
     """Corpus-level error rate (percent): total edits over total reference units, words or, for
     languages written without spaces, characters (``normalizer.scoring_units``)."""
-    refs = [scoring_units(r, language) for r in references]
-    hyps = [scoring_units(h, language) for h in hypotheses]
-    kept = [(r, h) for r, h in zip(refs, hyps, strict=True) if r]
-    if not kept:
+    return error_rate(utterance_errors(references, hypotheses, language))
+
+
+def error_rate(counts: list[tuple[int, int]]) -> float:
+    """Percent: the edits of every utterance over their reference units (``utterance_errors``)."""
+    units = sum(n for _, n in counts)
+    if not units:
         raise ValueError("no reference words to score against")
-    return 100.0 * jiwer.wer([r for r, _ in kept], [h for _, h in kept])
+    return 100.0 * sum(e for e, _ in counts) / units
 
 
 def utterance_errors(
