@@ -46,7 +46,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--run-slow"):
         return
-    skip = pytest.mark.skip(reason="slow evaluation: run with --run-slow (CI does)")
+    skip = pytest.mark.skip(reason="slow evaluation: run with --run-slow")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
