@@ -35,8 +35,9 @@ SAMPLE_REFERENCE = (
 
 
 def sqnr_db(reference: np.ndarray, got: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio of ``got`` against ``reference``, in dB."""
-    return float(20 * np.log10(np.linalg.norm(reference) / np.linalg.norm(reference - got)))
+    """Signal-to-quantization-noise ratio of ``got`` against ``reference``, in dB (inf when equal)."""
+    error = np.linalg.norm(reference - got)
+    return float("inf") if error == 0 else float(20 * np.log10(np.linalg.norm(reference) / error))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,7 @@ class CalibrationClip:
     path: Path
     sha256: str
     noise: tuple[Path, noise.NoiseMix] | None = None  # (noise folder, mix) for a noisy copy
+    language: str | None = None  # decoded in this language (multilingual models); None: the model's own choice
 
     def load(self) -> np.ndarray:
         samples = load_audio(self.path).samples
@@ -73,7 +74,8 @@ class CalibrationClip:
 def find_calibration_clips(directory: Path, multilingual: bool = False) -> list[CalibrationClip]:
     """Every speech file under ``directory`` but its noise folder, and but its multilingual folder
     unless ``multilingual`` (an English-only model has no use for it). Sorted: the table is
-    reproducible."""
+    reproducible. For a multilingual model each clip carries its language (the folder under
+    ``multilingual/``, English elsewhere), so calibration visits the decoder states of that language."""
     if not directory.is_dir():
         raise CalibrationDataError(f"calibration folder {directory} does not exist")
     skipped = {NOISE_FOLDER} if multilingual else {NOISE_FOLDER, MULTILINGUAL_FOLDER}
@@ -84,7 +86,13 @@ def find_calibration_clips(directory: Path, multilingual: bool = False) -> list[
     )
     if not paths:
         raise CalibrationDataError(f"calibration folder {directory} holds no audio files")
-    return [CalibrationClip(p, sha256_file(p)) for p in paths]
+    languages = [_language(p, directory) if multilingual else None for p in paths]
+    return [CalibrationClip(p, sha256_file(p), language=lang) for p, lang in zip(paths, languages, strict=True)]
+
+
+def _language(path: Path, directory: Path) -> str:
+    parts = path.relative_to(directory).parts
+    return parts[1] if parts[0] == MULTILINGUAL_FOLDER and len(parts) > 2 else "en"
 
 
 def with_noisy_copies(clips: list[CalibrationClip], noise_dir: Path) -> list[CalibrationClip]:
@@ -97,6 +105,7 @@ def with_noisy_copies(clips: list[CalibrationClip], noise_dir: Path) -> list[Cal
                 noise_dir,
                 noise.draw_mix(noise_dir, CALIBRATION_SNRS_DB, noise.stable_seed(CALIBRATION_SEED_SALT, c.path.name)),
             ),
+            c.language,
         )
         for c in clips
     ]
@@ -181,11 +190,13 @@ def record_inputs(
     try:
         for clip in clips:
             samples = clip.load()
-            segments, _ = model.transcribe(samples, CALIBRATION_DECODING)
+            segments, _ = model.transcribe(samples, replace(CALIBRATION_DECODING, language=clip.language))
             for _ in segments:
                 pass
             shown = clip.path.relative_to(root) if root else clip.path
             source = {"path": shown.as_posix(), "sha256": clip.sha256, "seconds": len(samples) / SAMPLE_RATE}
+            if clip.language:
+                source["language"] = clip.language
             if clip.noise:
                 source["noise"] = clip.noise[1].to_dict()
             recorded.sources.append(source)

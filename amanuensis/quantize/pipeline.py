@@ -159,10 +159,15 @@ def calibrate(
 
 
 def sensitivity_clips(clips: list[CalibrationClip]) -> list[CalibrationClip]:
-    """The clips the dynamic scheme ranks node sensitivity on: half clean, half noisy (the noisy
-    copies are the second half of ``with_noisy_copies``)."""
-    half = SENSITIVITY_CLIPS // 2
-    return clips[:half] + clips[len(clips) // 2 : len(clips) // 2 + half]
+    """The clips the dynamic scheme ranks node sensitivity on: half clean, half their noisy copies
+    (the second half of ``with_noisy_copies``). A multilingual model's get the first clip of every
+    language, so a node that only one language's decoding strains is ranked too."""
+    half = len(clips) // 2
+    first_of_language = {}
+    for i, clip in enumerate(clips[:half]):
+        first_of_language.setdefault(clip.language, i)
+    picked = list(first_of_language.values()) if len(first_of_language) > 1 else range(SENSITIVITY_CLIPS // 2)
+    return [clips[i] for i in picked] + [clips[half + i] for i in picked]
 
 
 def table_from_inputs(checkpoint: WhisperCheckpoint, recorded: RecordedInputs, recipe: QuantRecipe) -> RangeTable:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,25 @@ def test_noisy_calibration_records_the_mix_and_sensitivity_inputs_are_spread(tin
     last = feeds["decoder"][-1]
     assert last["self_k_0"].shape[-1] == tiny.checkpoint.dims.n_text_ctx
     assert int(last["offset"][0]) > int(feeds["decoder"][0]["offset"][0]) or len(feeds["decoder"]) == 1
+
+
+def test_multilingual_calibration_decodes_each_clip_in_its_language(base) -> None:
+    """A multilingual model calibrates every language in that language, and ranks node sensitivity
+    on a clip of each language, clean and noisy."""
+    from amanuensis.quantize.calibration import NOISE_FOLDER, with_noisy_copies
+    from amanuensis.quantize.pipeline import sensitivity_clips
+
+    clips = find_calibration_clips(CALIBRATION_DIR, multilingual=True)
+    languages = {"en", "de", "es", "fr", "it", "ja", "pt", "ru", "zh"}
+    assert {c.language for c in clips} == languages
+    assert all(c.language is None for c in find_calibration_clips(CALIBRATION_DIR))
+    picked = sensitivity_clips(with_noisy_copies(clips, CALIBRATION_DIR / NOISE_FOLDER))
+    assert {c.language for c in picked if c.noise} == {c.language for c in picked if not c.noise} == languages
+
+    german = next(c for c in clips if c.language == "de")
+    as_french = replace(german, language="fr")  # the clip's language is used, not detected
+    recorded = record_inputs(base, [german, as_french], ROOT)
+    assert [s["language"] for s in recorded.sources] == ["de", "fr"]
+    given = [int(state.small["tokens"].ravel()[0]) for state in recorded.decoder if int(state.small["offset"][0]) == 1]
+    # fallback reruns (temperature) give a clip's language again, never another
+    assert list(dict.fromkeys(given)) == [base.tokenizer.language_token(code) for code in ("de", "fr")]
