@@ -1,14 +1,17 @@
 """Benchmark Amanuensis INT8/FP32 against faster-whisper int8/float32 on the same clips and weights.
 
-    python tools/bench.py [--model tiny.en] [--threads 2] [--limit N] [--json OUT]
+    python tools/bench.py [--model tiny.en|base] [--threads 2] [--limit N] [--detect] [--json OUT]
 
 Every configuration runs in its own fresh process (so peak RSS is its own), one run each, in
 alternation (ours INT8, theirs int8, ours FP32, theirs float32), greedy decoding with Whisper's
 usual temperature fallback on both sides, the same decoded 16 kHz samples, the same thread count,
 over the gate's conditions (clean validation clips, the same in unseen noise, and NOIZEUS where
-the shared data is present). Prints RTF, peak RSS, model bytes on disk, load time and WER per
-condition for each row; then each engine's INT8 against its float (Δ WER and QoI per condition)
-and Amanuensis against faster-whisper (speed, memory, WER with a paired bootstrap interval).
+the shared data is present; for a multilingual model also every language of the multilingual
+validation set, decoded in its language, and with ``--detect`` once more with the language left
+to the model, named ``xx?``). Prints RTF, peak RSS, model bytes on disk, load time and the error
+rate per set (CER for Chinese and Japanese) for each row, and language-detection accuracy; then
+each engine's INT8 against its float (Δ and QoI per set) and Amanuensis against faster-whisper
+(speed, memory, error rate with a paired bootstrap interval).
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import argparse
 import json
 import platform
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,65 +37,105 @@ def _peak_rss_mib() -> float:
 
 
 def _ours(config: str, model: str, threads: int):
-    """Load, and return (transcribe one array → text, the graph files the run loaded, asked after it)."""
-    from amanuensis import TranscribeOptions
-    from amanuensis.engine import WhisperModel
-    from amanuensis.models import WhisperCheckpoint
+    """Load, and return (transcribe (array, language) → (text, language), the graph files the run
+    loaded, asked after it)."""
+    from amanuensis import TranscribeOptions, load_model
     from amanuensis.runtime import RuntimeOptions
 
     precision = config.rsplit("-", 1)[1]
-    engine = WhisperModel(WhisperCheckpoint.load(model), RuntimeOptions(precision=precision, threads=threads))
-    # Greedy; best_of 5 on temperature fallback, as faster-whisper (the samples run on the batch-1 graph).
-    options = TranscribeOptions(beam_size=1)
-    return (lambda samples: engine.transcribe_all(samples, options).text), engine.runtime.loaded_graphs
+    engine = load_model(model, RuntimeOptions(precision=precision, threads=threads))
+
+    def run(samples, language):
+        # Greedy; best_of 5 on temperature fallback, as faster-whisper (samples run on the batch-1 graph).
+        transcript = engine.transcribe_all(samples, TranscribeOptions(beam_size=1, language=language))
+        return transcript.text, transcript.language
+
+    return run, engine.runtime.loaded_graphs
 
 
-def _theirs(config: str, model: str, threads: int):
-    from faster_whisper import WhisperModel as ReferenceModel
-
+def _ctranslate2_directory(model: str, scratch: Path) -> Path:
+    """The model as CTranslate2 reads it: its own folder, or for weights shipped in parts
+    (``base``) a scratch folder with the parts joined into one model.bin."""
     from amanuensis.models import WhisperCheckpoint
 
-    directory = WhisperCheckpoint.load(model).files.config_path.parent
+    files = WhisperCheckpoint.load(model).files
+    if len(files.weight_parts) == 1 and files.weight_parts[0].name == "model.bin":
+        return files.weight_parts[0].parent
+    for source in (files.config_path, files.tokenizer_path, files.config_path.with_name("vocabulary.txt")):
+        if source.is_file():
+            (scratch / source.name).symlink_to(source)
+    with (scratch / "model.bin").open("wb") as joined:
+        for part in files.weight_parts:  # streamed: the worker's peak RSS must stay the engine's
+            with part.open("rb") as piece:
+                shutil.copyfileobj(piece, joined)
+    return scratch
+
+
+def _theirs(config: str, directory: Path, threads: int):
+    from faster_whisper import WhisperModel as ReferenceModel
+
     compute_type = config.rsplit("-", 1)[1]
     engine = ReferenceModel(str(directory), device="cpu", compute_type=compute_type, cpu_threads=threads)
 
-    def run(samples):
-        segments, _ = engine.transcribe(samples, beam_size=1, language="en")
-        return "".join(s.text for s in segments)
+    def run(samples, language):
+        segments, info = engine.transcribe(samples, beam_size=1, language=language)
+        return "".join(s.text for s in segments), info.language
 
     return run, lambda: [directory / "model.bin"]
 
 
-def _conditions(manifest: Path):
+def _sets(model: str, manifest: Path, detect: bool) -> list[tuple]:
+    """(condition, set name, language given to the engines or None to detect) per set."""
     from amanuensis import conditions
+    from amanuensis.models import WhisperCheckpoint
 
-    return conditions.gate_conditions(manifest, ROOT / conditions.DEFAULT_GATE_NOISE, ROOT / conditions.DEFAULT_NOIZEUS)
+    found = conditions.gate_conditions(
+        manifest,
+        ROOT / conditions.DEFAULT_GATE_NOISE,
+        ROOT / conditions.DEFAULT_NOIZEUS,
+        ROOT / conditions.DEFAULT_MULTILINGUAL if WhisperCheckpoint.load(model).is_multilingual else None,
+    )
+    sets = []
+    for c in found:
+        language = c.language or "en"
+        sets.append((c, c.name, language))
+        if detect and c.language:
+            sets.append((c, f"{c.name}?", None))
+    return sets
 
 
-def worker(config: str, model: str, threads: int, manifest: Path, limit: int | None) -> dict:
+def worker(config: str, model: str, threads: int, manifest: Path, limit: int | None, detect: bool) -> dict:
     from amanuensis.evaluation import utterance_errors, word_error_rate
 
     # Decoding and mixing the audio is not part of either engine: done before the clock starts.
-    sets = {c.name: [(e.reference, e.load().samples) for e in c.entries[:limit]] for c in _conditions(manifest)}
+    sets = [
+        (name, given, c.language, [(e.reference, e.load().samples) for e in c.entries[:limit]])
+        for c, name, given in _sets(model, manifest, detect)
+    ]
+    scratch = tempfile.TemporaryDirectory(prefix="bench-ct2-")
+    ours = config.startswith("amanuensis")
+    source = model if ours else _ctranslate2_directory(model, Path(scratch.name))
     start = time.perf_counter()
-    transcribe, files = (_ours if config.startswith("amanuensis") else _theirs)(config, model, threads)
+    transcribe, files = (_ours if ours else _theirs)(config, source, threads)
     load_seconds = time.perf_counter() - start
     results, elapsed, samples_total = {}, 0.0, 0
-    for name, clips in sets.items():
-        hypotheses = []
+    for name, given, language, clips in sets:
+        hypotheses, detected = [], []
         for _, samples in clips:
             start = time.perf_counter()
-            hypotheses.append(transcribe(samples))
+            text, found = transcribe(samples, given)
             elapsed += time.perf_counter() - start
+            hypotheses.append(text)
+            detected.append(found)
             samples_total += len(samples)
         references = [r for r, _ in clips]
         results[name] = {
             "clips": len(clips),
-            "wer": word_error_rate(references, hypotheses),
-            "utterance_errors": utterance_errors(references, hypotheses),  # (edits, words) per clip
-        }
+            "wer": word_error_rate(references, hypotheses, language),  # CER where words are not spaced
+            "utterance_errors": utterance_errors(references, hypotheses, language),  # (edits, units) per clip
+        } | ({"detection": sum(d == language for d in detected) / len(clips)} if given is None else {})
     audio_seconds = samples_total / 16000
-    return {
+    row = {
         "config": config,
         "clips": sum(r["clips"] for r in results.values()),
         "audio_seconds": audio_seconds,
@@ -100,6 +145,8 @@ def worker(config: str, model: str, threads: int, manifest: Path, limit: int | N
         "load_seconds": load_seconds,
         "conditions": results,
     }
+    scratch.cleanup()
+    return row
 
 
 def _qoi(reference: list[list[int]], quantized: list[list[int]]) -> float:
@@ -108,23 +155,29 @@ def _qoi(reference: list[list[int]], quantized: list[list[int]]) -> float:
     return sum(a <= b for b, a in scored) / len(scored)
 
 
+def _cell(result: dict) -> str:
+    detection = f" ({result['detection']:.0%} detected)" if "detection" in result else ""
+    return f"{result['wer']:.2f}{detection}"
+
+
 def render(rows: list[dict]) -> str:
     from amanuensis.evaluation import paired_wer_difference
 
     by_name = {r["config"]: r for r in rows}
     names = list(rows[0]["conditions"])
     lines = [
-        "| configuration | RTF | peak RSS (MiB) | model on disk (MB) | load (s) | "
-        + " | ".join(f"WER {n} (%)" for n in names)
-        + " |",
-        "|---|---:|---:|---:|---:|" + "---:|" * len(names),
+        "| configuration | RTF | peak RSS (MiB) | model on disk (MB) | load (s) |",
+        "|---|---:|---:|---:|---:|",
     ]
     for r in rows:
-        wers = " | ".join(f"{r['conditions'][n]['wer']:.2f}" for n in names)
         lines.append(
             f"| {r['config']} | {r['rtf']:.3f} | {r['peak_rss_mib']:.0f} | {r['model_bytes'] / 1e6:.1f} "
-            f"| {r['load_seconds']:.2f} | {wers} |"
+            f"| {r['load_seconds']:.2f} |"
         )
+    lines += ["", "| set (error rate, %) | " + " | ".join(r["config"] for r in rows) + " |"]
+    lines.append("|---|" + "---:|" * len(rows))
+    for n in names:
+        lines.append(f"| {n} | " + " | ".join(_cell(r["conditions"][n]) for r in rows) + " |")
     lines.append("")
     for quantized, reference in (
         ("amanuensis-int8", "amanuensis-fp32"),
@@ -160,16 +213,18 @@ def main() -> int:
     parser.add_argument("--manifest", type=Path, default=VALIDATION_MANIFEST)
     parser.add_argument("--limit", type=int, default=None, help="only the first N clips")
     parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS))
+    parser.add_argument("--detect", action="store_true", help="multilingual sets once more, language detected")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.model, args.threads, args.manifest, args.limit)))
+        print(json.dumps(worker(args.worker, args.model, args.threads, args.manifest, args.limit, args.detect)))
         return 0
     rows = []
     for config in args.configs:
         command = [sys.executable, __file__, "--worker", config, "--model", args.model, "--threads", str(args.threads)]
         command += ["--manifest", str(args.manifest)] + (["--limit", str(args.limit)] if args.limit else [])
+        command += ["--detect"] if args.detect else []
         print(f"running {config} …", file=sys.stderr, flush=True)
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
