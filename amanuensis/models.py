@@ -187,3 +187,13 @@ class WhisperCheckpoint:
     @property
     def is_multilingual(self) -> bool:
         return self.dims.n_vocab >= 51865
+
+    @property
+    def alignment_heads(self) -> list[tuple[int, int]]:
+        """(decoder layer, head) pairs whose cross-attention follows the speech in time: the
+        checkpoint's list, or as openai/whisper falls back, every head of the upper half of layers."""
+        listed = self.config.get("alignment_heads")
+        if listed:
+            return [(int(layer), int(head)) for layer, head in listed]
+        layers = range(self.dims.n_text_layer // 2, self.dims.n_text_layer)
+        return [(layer, head) for layer in layers for head in range(self.dims.n_text_head)]

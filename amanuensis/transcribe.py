@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from amanuensis.aligner import aligner_for
 from amanuensis.audio import (
     FRAMES_PER_SECOND,
     HOP_LENGTH,
@@ -29,6 +30,7 @@ from amanuensis.audio import (
 from amanuensis.decoding import DecodingOptions, DecodingResult, decode_window, detect_language, longest_run
 from amanuensis.errors import OptionsError
 from amanuensis.runtime import ModelRuntime
+from amanuensis.timing import Word, window_words
 from amanuensis.tokenizer import TIMESTAMP_PRECISION_S, Tokenizer
 from amanuensis.vad import TimeMap, VadFilter, speech_spans
 
@@ -69,6 +71,9 @@ class TranscribeOptions:
     # speech that follows a long stretch of noise from the start of its window, and writes
     # " ." for noise it is sure is not speech. Segment times stay those of the input. None = off.
     vad_filter: VadFilter | None = None
+    # Each segment's words with their own start and end (Segment.words), read from the alignment
+    # heads' cross-attention by Whisper's DTW method (amanuensis.timing); segment times follow them.
+    word_timestamps: bool = False
 
     def __post_init__(self) -> None:
         if not self.temperatures:
@@ -105,6 +110,7 @@ class Segment:
     avg_logprob: float
     compression_ratio: float
     no_speech_prob: float
+    words: list[Word] | None = None  # with word_timestamps: its words, in order, covering its text
 
 
 @dataclass
@@ -223,6 +229,9 @@ def transcribe(
     check_tokens(dims.n_vocab, options.suppress_tokens)
     if options.window_padding not in WINDOW_PADDINGS:
         raise OptionsError(f"window_padding must be one of {', '.join(WINDOW_PADDINGS)}")
+    if options.word_timestamps and (options.max_new_tokens or 0) > dims.n_text_ctx // 2:
+        limit = dims.n_text_ctx // 2
+        raise OptionsError(f"word timestamps align at most {limit} tokens per window: max_new_tokens ≤ {limit}")
     duration = len(samples) / SAMPLE_RATE
     time_map = TimeMap([])
     if options.vad_filter is not None:
@@ -268,6 +277,7 @@ def transcribe(
         prompt_reset_since = 0
         seek = 0
         segment_id = 0
+        last_speech_end = 0.0  # with word timestamps: where the last word ended (seconds)
         while seek < content_frames:
             time_offset = seek * HOP_LENGTH / SAMPLE_RATE
             window_frames = min(N_FRAMES, content_frames - seek)
@@ -287,19 +297,30 @@ def transcribe(
             window_start = seek
             seek += advance
             first_token = 0  # pieces are consecutive runs of the window's tokens
+            kept = []  # (start, end, tokens, log-probabilities) of the window's segments with text
             for start, end, piece in pieces:
                 logprobs = result.token_logprobs[first_token : first_token + len(piece)]
                 first_token += len(piece)
-                text = tokenizer.decode(piece)
-                if start == end or not text.strip():
-                    continue
+                if start != end and tokenizer.decode(piece).strip():
+                    kept.append((start, end, piece, logprobs))
+            words: list[list[Word] | None] = [None] * len(kept)
+            if options.word_timestamps and kept:
+                sot = tokenizer.sot_sequence(info.language, options.task)
+                timed, last_speech_end = window_words(
+                    aligner_for(runtime), tokenizer, cross, sot, kept, window_frames, info.language,
+                    time_offset, last_speech_end,
+                )  # fmt: skip
+                kept = [(t.start, t.end, p, lp) for t, (_, _, p, lp) in zip(timed, kept, strict=True)]
+                words = [[_original_word(w, time_map) for w in t.words] for t in timed]
+            for (start, end, piece, logprobs), segment_words in zip(kept, words, strict=True):
                 all_tokens.extend(piece)
                 start, end = time_map.original(start), time_map.original(end, is_end=True)
                 yield Segment(
                     id=segment_id, seek=window_start, start=round(start, 3), end=round(end, 3),
-                    text=text, tokens=piece, token_logprobs=logprobs, temperature=result.temperature,
-                    avg_logprob=result.avg_logprob, compression_ratio=result.compression_ratio,
-                    no_speech_prob=result.no_speech_prob,
+                    text=tokenizer.decode(piece), tokens=piece, token_logprobs=logprobs,
+                    temperature=result.temperature, avg_logprob=result.avg_logprob,
+                    compression_ratio=result.compression_ratio, no_speech_prob=result.no_speech_prob,
+                    words=segment_words,
                 )  # fmt: skip
                 segment_id += 1
             if not options.condition_on_previous_text or result.temperature > 0.5:
@@ -308,3 +329,8 @@ def transcribe(
                 progress(min(seek, content_frames), content_frames)
 
     return generate(), info
+
+
+def _original_word(word: Word, time_map: TimeMap) -> Word:
+    """A word's times on the input's clock (they differ where the VAD filter cut silence out)."""
+    return replace(word, start=round(time_map.original(word.start), 3), end=round(time_map.original(word.end, True), 3))

@@ -23,8 +23,6 @@ from amanuensis.models import WhisperCheckpoint
 if TYPE_CHECKING:
     import onnx
 
-    from amanuensis.models import ModelDims
-
 PREFILL_TOKENS = 32  # tokens per prefill block: a 224-token prompt takes 7 runs instead of 224 steps
 # The encoder's self-attention runs in this many slices of its 1500 queries on onnxruntime's CPU EP:
 # bit-identical outputs, and a tiny.en INT8 encoder run needs 73 MB of activations instead of 166.
@@ -40,42 +38,49 @@ class GraphKind(str, Enum):
     DECODER = "decoder"  # one token per hypothesis over a fixed-size self-attention cache
     PREFILL = "prefill"  # FP32: a block of prompt tokens in one run, batch 1
     FULL_DECODER = "full_decoder"  # no cache: logits of every position of a prefix (a reference)
+    ALIGNMENT = "alignment"  # FP32: the alignment heads' cross-attention scores over a window's tokens
 
     def __str__(self) -> str:  # "encoder" in messages and f-strings, as the table keys spell it
         return self.value
 
 
-Builder = Callable[[dict, "ModelDims", int], "onnx.ModelProto"]
+Builder = Callable[[WhisperCheckpoint, int], "onnx.ModelProto"]
 
 
 @dataclass(frozen=True)
 class GraphSpec:
     file_name: Callable[[int], str]  # the file in the model's cache folder, from the size
-    build: Builder  # (weights, dims, size) → the graph
+    build: Builder  # (checkpoint, size) → the graph
 
 
-def _encoder(weights: dict, dims: ModelDims, _size: int) -> onnx.ModelProto:
+def _encoder(checkpoint: WhisperCheckpoint, _size: int) -> onnx.ModelProto:
     from amanuensis.export.encoder import build_encoder
 
-    return build_encoder(weights, dims)
+    return build_encoder(checkpoint.load_weights(), checkpoint.dims)
 
 
-def _decoder(weights: dict, dims: ModelDims, batch: int) -> onnx.ModelProto:
+def _decoder(checkpoint: WhisperCheckpoint, batch: int) -> onnx.ModelProto:
     from amanuensis.export.decoder import build_decoder_step
 
-    return build_decoder_step(weights, dims, batch)
+    return build_decoder_step(checkpoint.load_weights(), checkpoint.dims, batch)
 
 
-def _prefill(weights: dict, dims: ModelDims, n_tokens: int) -> onnx.ModelProto:
+def _prefill(checkpoint: WhisperCheckpoint, n_tokens: int) -> onnx.ModelProto:
     from amanuensis.export.decoder import build_decoder_step
 
-    return build_decoder_step(weights, dims, 1, n_tokens)
+    return build_decoder_step(checkpoint.load_weights(), checkpoint.dims, 1, n_tokens)
 
 
-def _full_decoder(weights: dict, dims: ModelDims, n_tokens: int) -> onnx.ModelProto:
+def _full_decoder(checkpoint: WhisperCheckpoint, n_tokens: int) -> onnx.ModelProto:
     from amanuensis.export.decoder import build_decoder_full
 
-    return build_decoder_full(weights, dims, n_tokens)
+    return build_decoder_full(checkpoint.load_weights(), checkpoint.dims, n_tokens)
+
+
+def _alignment(checkpoint: WhisperCheckpoint, n_tokens: int) -> onnx.ModelProto:
+    from amanuensis.export.decoder import build_alignment
+
+    return build_alignment(checkpoint.load_weights(), checkpoint.dims, n_tokens, checkpoint.alignment_heads)
 
 
 GRAPH_SPECS = {  # what ``size`` is: unused for the encoder; the batch of a step; tokens of a block or prefix
@@ -83,6 +88,7 @@ GRAPH_SPECS = {  # what ``size`` is: unused for the encoder; the batch of a step
     GraphKind.DECODER: GraphSpec(lambda batch: f"decoder_step_b{batch}.onnx", _decoder),
     GraphKind.PREFILL: GraphSpec(lambda tokens: f"decoder_prefill_t{tokens}.onnx", _prefill),
     GraphKind.FULL_DECODER: GraphSpec(lambda tokens: f"decoder_full_t{tokens}.onnx", _full_decoder),
+    GraphKind.ALIGNMENT: GraphSpec(lambda tokens: f"decoder_alignment_t{tokens}.onnx", _alignment),
 }
 
 
@@ -94,7 +100,7 @@ def graph_path(checkpoint: WhisperCheckpoint, kind: GraphKind, size: int = 1) ->
     """The FP32 graph of ``kind`` (``size``: see its spec), built and cached if it is not yet."""
     spec = GRAPH_SPECS[kind]
     path = model_cache_dir(checkpoint) / spec.file_name(size)
-    return get_or_build(path, lambda: spec.build(checkpoint.load_weights(), checkpoint.dims, size))
+    return get_or_build(path, lambda: spec.build(checkpoint, size))
 
 
 def _load(path: Path) -> onnx.ModelProto:

@@ -7,6 +7,9 @@ into its cache, so no cache is copied through the graph.
 
 ``build_decoder_full`` recomputes a whole prefix without a cache. It exists to check the
 cached step against (tests), never for transcription.
+
+``build_alignment`` runs a window's tokens through the layers that hold the checkpoint's alignment
+heads and returns those heads' cross-attention scores: what word timestamps are read from.
 """
 
 from __future__ import annotations
@@ -40,15 +43,18 @@ def _embed(g: GraphBuilder, w: Weights, tokens: str, positions: str) -> tuple[st
 
 def _cross_attention(
     g: GraphBuilder, x: str, w: Weights, layer: int, dims: ModelDims, batch: int, n_tokens: int
-) -> str:
+) -> tuple[str, str]:
+    """Returns the layer's output and its scores q·k/√Dh over the audio frames, [B, H, T, frames]
+    (the nodes are attend's, in its order, so the step graph is what it always was)."""
     d, h = dims.n_text_state, dims.n_text_head
     dh = d // h
     normed = layer_norm(g, x, w.sub("layer_norm"))
     q = split_heads(g, linear(g, normed, w.sub("linear_0")), (batch, n_tokens, h, dh), False, w.prefix)
     k_name, v_name = cross_kv_names(layer)
-    context = attend(g, scale_query(g, q, dh, w.prefix), k_name, v_name, None, w.prefix)
+    scores = g.op("MatMul", [scale_query(g, q, dh, w.prefix), k_name], w.prefix)
+    context = g.op("MatMul", [g.op("Softmax", [scores], w.prefix, axis=-1), v_name], w.prefix)
     out = linear(g, merge_heads(g, context, (batch, n_tokens, d), w.prefix), w.sub("linear_2"))
-    return g.op("Add", [x, out], w.prefix)
+    return g.op("Add", [x, out], w.prefix), scores
 
 
 def _logits(g: GraphBuilder, x: str, w: Weights, embedding: str, rows: int, dims: ModelDims) -> str:
@@ -131,7 +137,7 @@ def build_decoder_step(
         )
         out = linear(g, merge_heads(g, context, (batch, n_tokens, d), attn.prefix), attn.sub("linear_1"))
         x = g.op("Add", [x, out], attn.prefix)
-        x = _cross_attention(g, x, lw.sub("attention"), layer, dims, batch, n_tokens)
+        x, _ = _cross_attention(g, x, lw.sub("attention"), layer, dims, batch, n_tokens)
         x = mlp_block(g, x, lw.sub("ffn"))
         new_k, new_v = new_kv_names(layer)
         g.output(k_new, new_k, np.float32, [batch, h, dh, n_tokens])
@@ -143,10 +149,12 @@ def build_decoder_step(
     return g.model()
 
 
-def build_decoder_full(weights: dict[str, np.ndarray], dims: ModelDims, n_tokens: int) -> onnx.ModelProto:
-    """No-cache reference: logits for every position of a ``n_tokens`` prefix (batch 1)."""
-    g = GraphBuilder(f"whisper_decoder_full_t{n_tokens}")
-    w = Weights(weights, "decoder")
+def _causal_prefix(
+    g: GraphBuilder, w: Weights, dims: ModelDims, n_tokens: int, layers: int, on_scores=None
+) -> tuple[str, str]:
+    """``n_tokens`` tokens from position 0 through the first ``layers`` layers, no cache (batch 1);
+    ``on_scores(layer, scores)`` is told each layer's cross-attention scores. Returns the hidden
+    states and the embedding matrix's name."""
     d, h = dims.n_text_state, dims.n_text_head
     dh = d // h
     tokens = g.input("tokens", np.int64, [1, n_tokens])
@@ -154,7 +162,7 @@ def build_decoder_full(weights: dict[str, np.ndarray], dims: ModelDims, n_tokens
     x, embedding = _embed(g, w, tokens, g.const(list(range(n_tokens))))
     causal = np.triu(np.full((n_tokens, n_tokens), MASKED_SCORE, np.float32), k=1)
     causal_mask = g.weight("decoder/causal_mask", causal)
-    for layer in range(dims.n_text_layer):
+    for layer in range(layers):
         lw = w.sub(f"layer_{layer}")
         attn = lw.sub("self_attention")
         normed = layer_norm(g, x, attn.sub("layer_norm"))
@@ -166,8 +174,41 @@ def build_decoder_full(weights: dict[str, np.ndarray], dims: ModelDims, n_tokens
         context = attend(g, scale_query(g, q, dh, attn.prefix), k, v, causal_mask, attn.prefix)
         out = linear(g, merge_heads(g, context, (1, n_tokens, d), attn.prefix), attn.sub("linear_1"))
         x = g.op("Add", [x, out], attn.prefix)
-        x = _cross_attention(g, x, lw.sub("attention"), layer, dims, 1, n_tokens)
+        x, scores = _cross_attention(g, x, lw.sub("attention"), layer, dims, 1, n_tokens)
+        if on_scores is not None:
+            on_scores(layer, scores)
         x = mlp_block(g, x, lw.sub("ffn"))
+    return x, embedding
+
+
+def build_decoder_full(weights: dict[str, np.ndarray], dims: ModelDims, n_tokens: int) -> onnx.ModelProto:
+    """No-cache reference: logits for every position of a ``n_tokens`` prefix (batch 1)."""
+    g = GraphBuilder(f"whisper_decoder_full_t{n_tokens}")
+    w = Weights(weights, "decoder")
+    x, embedding = _causal_prefix(g, w, dims, n_tokens, dims.n_text_layer)
     logits = _logits(g, x, w, embedding, n_tokens, dims)
     g.output(logits, "logits", np.float32, [n_tokens, dims.n_vocab])
+    return g.model()
+
+
+def build_alignment(
+    weights: dict[str, np.ndarray], dims: ModelDims, n_tokens: int, heads: list[tuple[int, int]]
+) -> onnx.ModelProto:
+    """Scores of the alignment ``heads`` ((layer, head) pairs), ``alignment_scores`` [len(heads),
+    n_tokens, frames], for ``n_tokens`` tokens from position 0 (padding after the real ones is
+    never attended to by them). Only the layers up to the last such head are computed."""
+    if not heads:
+        raise ValueError("the checkpoint names no alignment heads")
+    g = GraphBuilder(f"whisper_alignment_t{n_tokens}")
+    picked: list[str] = []
+
+    def keep(layer: int, scores: str) -> None:
+        wanted = [head for lay, head in heads if lay == layer]
+        if wanted:
+            picked.append(g.op("Gather", [scores, g.const(wanted)], f"alignment/layer_{layer}", axis=1))
+
+    _causal_prefix(g, Weights(weights, "decoder"), dims, n_tokens, max(lay for lay, _ in heads) + 1, keep)
+    stacked = g.op("Concat", picked, "alignment", axis=1) if len(picked) > 1 else picked[0]
+    squeezed = g.op("Squeeze", [stacked, g.const([0])], "alignment")
+    g.output(squeezed, "alignment_scores", np.float32, [len(heads), n_tokens, dims.n_audio_ctx])
     return g.model()

@@ -1,0 +1,107 @@
+"""Word timestamps: read from the static graphs' alignment heads, checked against faster-whisper's
+on the same weights, and consistent with the segments they belong to."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from amanuensis import TranscribeOptions
+from amanuensis.audio import load_audio
+from amanuensis.errors import OptionsError
+from amanuensis.models import WhisperCheckpoint
+from amanuensis.timing import dtw
+
+from .conftest import SAMPLE, silence
+
+GREEDY_WORDS = TranscribeOptions(beam_size=1, word_timestamps=True)
+
+
+def _assert_consistent(segments) -> None:
+    """Every segment's words spell its text, run forward in time and sit inside it."""
+    previous_end = 0.0
+    for segment in segments:
+        assert segment.words, segment.text
+        assert "".join(w.word for w in segment.words) == segment.text
+        for word in segment.words:
+            assert segment.start <= word.start <= word.end <= segment.end, (word, segment.start, segment.end)
+            assert word.start >= previous_end - 1e-6, (word, previous_end)
+            assert 0.0 <= word.probability <= 1.0
+            previous_end = word.end
+
+
+@pytest.fixture(scope="module")
+def reference_words() -> list[tuple[str, float, float]]:
+    """faster-whisper's word times for the sample, same tiny.en weights, greedy, FP32."""
+    from faster_whisper import WhisperModel as ReferenceModel
+
+    directory = WhisperCheckpoint.load("tiny.en").files.config_path.parent
+    reference = ReferenceModel(str(directory), device="cpu", compute_type="float32", cpu_threads=2)
+    segments, _ = reference.transcribe(str(SAMPLE), beam_size=1, language="en", word_timestamps=True)
+    return [(w.word, float(w.start), float(w.end)) for s in segments for w in s.words]
+
+
+@pytest.mark.parametrize("model_name", ["tiny", "tiny_int8"])
+def test_sample_words_agree_with_faster_whisper(model_name, reference_words, request) -> None:
+    model = request.getfixturevalue(model_name)
+    segments = list(model.transcribe(str(SAMPLE), GREEDY_WORDS)[0])
+    _assert_consistent(segments)
+    ours = [(w.word, w.start, w.end) for s in segments for w in s.words]
+    assert [w for w, _, _ in ours] == [w for w, _, _ in reference_words]
+    pairs = zip(ours, reference_words, strict=True)
+    differences = [abs(a - b) for (_, *x), (_, *y) in pairs for a, b in zip(x, y, strict=True)]
+    assert np.median(differences) <= 0.04 and np.percentile(differences, 90) <= 0.15
+
+
+def test_words_hold_over_long_audio_with_pauses(tiny_int8, validation) -> None:
+    """Several windows, and silence between utterances: words stay monotonic, inside their
+    segments, and spell them."""
+    parts = []
+    for entry in validation[:8]:
+        parts += [entry.load().samples, silence(1.5)]
+    segments = list(tiny_int8.transcribe(np.concatenate(parts), GREEDY_WORDS)[0])
+    assert max(s.end for s in segments) > 60.0
+    _assert_consistent(segments)
+
+
+def test_words_are_off_unless_asked(tiny_int8) -> None:
+    segments = list(tiny_int8.transcribe(load_audio(SAMPLE).samples, TranscribeOptions(beam_size=1))[0])
+    assert segments and all(s.words is None for s in segments)
+
+
+def test_too_many_tokens_per_window_are_refused(tiny_int8) -> None:
+    with pytest.raises(OptionsError, match="word timestamps"):
+        tiny_int8.transcribe(silence(1.0), TranscribeOptions(word_timestamps=True, max_new_tokens=300))
+
+
+def _brute_force_dtw(cost: np.ndarray) -> float:
+    """The cheapest monotonic path's cost by trying every path (small matrices only)."""
+    rows, cols = cost.shape
+    if rows == cols == 1:
+        return float(cost[0, 0])
+    best = np.inf
+    for steps in itertools.product(((1, 0), (0, 1), (1, 1)), repeat=rows + cols - 2):
+        i = j = 0
+        total = cost[0, 0]
+        for di, dj in steps:
+            i, j = i + di, j + dj
+            if i >= rows or j >= cols:
+                break
+            total += cost[i, j]
+            if (i, j) == (rows - 1, cols - 1):
+                best = min(best, total)
+                break
+    return best
+
+
+def test_dtw_finds_the_cheapest_monotonic_path() -> None:
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1), (1, 5), (4, 1), (3, 4), (4, 5)]:
+        cost = rng.normal(size=shape)
+        rows, cols = dtw(cost)
+        assert (rows[0], cols[0]) == (0, 0) and (rows[-1], cols[-1]) == (shape[0] - 1, shape[1] - 1)
+        steps = np.stack([np.diff(rows), np.diff(cols)], axis=1)
+        assert all(tuple(s) in {(1, 0), (0, 1), (1, 1)} for s in steps)
+        assert cost[rows, cols].sum() == pytest.approx(_brute_force_dtw(cost))
