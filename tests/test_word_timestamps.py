@@ -4,6 +4,7 @@ on the same weights, and consistent with the segments they belong to."""
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -105,3 +106,74 @@ def test_dtw_finds_the_cheapest_monotonic_path() -> None:
         steps = np.stack([np.diff(rows), np.diff(cols)], axis=1)
         assert all(tuple(s) in {(1, 0), (0, 1), (1, 1)} for s in steps)
         assert cost[rows, cols].sum() == pytest.approx(_brute_force_dtw(cost))
+
+
+def _cues(text: str) -> list[tuple[str, str, list[str]]]:
+    """(start, end, lines) of each srt/vtt cue."""
+    cues = []
+    for block in text.strip().split("\n\n"):
+        lines = [line for line in block.splitlines() if line and line != "WEBVTT" and not line.isdigit()]
+        if not lines:
+            continue
+        start, end = lines[0].split(" --> ")
+        cues.append((start, end, lines[1:]))
+    return cues
+
+
+def test_srt_lines_follow_width_and_count(tmp_path) -> None:
+    from .test_cli import run
+
+    result = run(
+        "transcribe", SAMPLE, "--word-timestamps", "--max-line-width", "30", "--max-line-count", "2",
+        "-f", "all", "-o", tmp_path, "--beam-size", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    cues = _cues((tmp_path / f"{SAMPLE.stem}.srt").read_text())
+    lines = [line for _, _, cue_lines in cues for line in cue_lines]
+    # hand-checked: each line as full as 30 characters allows, two lines a cue, across segments
+    assert lines == [
+        "If the reader will excuse me,", "I will say nothing of my", "antecedents, nor of the",
+        "circumstances which led me to", "leave my native country. The", "narrative would be tedious to",
+        "him and painful to myself.",
+    ]  # fmt: skip
+    assert [len(c[2]) for c in cues] == [2, 2, 2, 1]
+    words = [w for s in json.loads((tmp_path / f"{SAMPLE.stem}.json").read_text())["segments"] for w in s["words"]]
+    assert cues[0][0] == "00:00:00,000" and cues[-1][1] == _srt_time(words[-1]["end"])
+    assert cues[1][0] == _srt_time(next(w for w in words if w["word"] == " antecedents,")["start"])
+
+
+def _srt_time(seconds: float) -> str:
+    from amanuensis.writers import format_timestamp
+
+    return format_timestamp(seconds, True, ",")
+
+
+def test_vtt_highlights_each_word_in_turn(tmp_path) -> None:
+    from .test_cli import run
+
+    result = run(
+        "transcribe", SAMPLE, "--word-timestamps", "--highlight-words", "--max-words-per-line", "4",
+        "-f", "vtt", "-o", tmp_path, "--beam-size", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    cues = _cues((tmp_path / f"{SAMPLE.stem}.vtt").read_text())
+    assert cues[0][2] == ["<u>If</u> the reader will"] and cues[1][2] == ["If <u>the</u> reader will"]
+    highlighted = [c for c in cues if "<u>" in c[2][0]]
+    assert len(highlighted) == len(SAMPLE_WORDS) and all(c[2][0].count("<u>") == 1 for c in highlighted)
+    assert [c[2][0].split("<u>")[1].split("</u>")[0] for c in highlighted] == SAMPLE_WORDS
+    assert all(c[0] <= c[1] for c in cues) and all(a[1] <= b[0] for a, b in itertools.pairwise(cues))
+
+
+SAMPLE_TEXT = (
+    "If the reader will excuse me, I will say nothing of my antecedents, nor of the circumstances "
+    "which led me to leave my native country. The narrative would be tedious to him and painful to myself."
+)
+SAMPLE_WORDS = SAMPLE_TEXT.split()
+
+
+def test_subtitle_layout_needs_word_timestamps(tmp_path) -> None:
+    from .test_cli import run
+
+    result = run("transcribe", SAMPLE, "--max-line-width", "30", "-o", tmp_path)
+    assert result.returncode == 2 and "need --word-timestamps" in result.stderr
+    assert not list(tmp_path.iterdir())

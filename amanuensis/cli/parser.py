@@ -148,6 +148,11 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suppress-tokens", default="-1", help="comma-separated token ids; -1 = non-speech symbols")
     parser.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
     parser.add_argument(
+        "--word-timestamps",
+        action="store_true",
+        help="each segment's words with their own times (alignment heads + DTW, as whisper); in json, srt and vtt",
+    )
+    parser.add_argument(
         "--vad-filter",
         action="store_true",
         help="transcribe only the speech Silero VAD finds (faster-whisper's vad_filter): right times for speech "
@@ -185,6 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"progress bar (auto: audio over {PROGRESS_MIN_SECONDS:.0f} s)",
     )
     tr.add_argument("--verbose", action="store_true", help="print timestamped segments as they are decoded")
+    subtitles = tr.add_argument_group("subtitles (srt, vtt; need --word-timestamps)")
+    subtitles.add_argument("--max-line-width", type=int, default=None, help="characters per line before a break")
+    subtitles.add_argument(
+        "--max-line-count", type=int, default=None, help="lines per subtitle (with --max-line-width)"
+    )
+    subtitles.add_argument(
+        "--max-words-per-line", type=int, default=None, help="words per line (no effect with --max-line-width)"
+    )
+    subtitles.add_argument("--highlight-words", action="store_true", help="underline each word as it is spoken")
 
     ev = commands.add_parser("evaluate", help="WER and real-time factor over a manifest")
     ev.add_argument("manifest", type=Path, help="TSV lines 'audio-path<TAB>reference', paths relative to the manifest")

@@ -10,11 +10,12 @@ from pathlib import Path
 
 from amanuensis.audio import AudioError
 from amanuensis.cli.parser import PROGRESS_MIN_SECONDS, UsageError, temperature_schedule
+from amanuensis.errors import OptionsError
 from amanuensis.runtime import RuntimeOptions
 from amanuensis.samples import open_audio
 from amanuensis.transcribe import TranscribeOptions
 from amanuensis.vad import VadFilter
-from amanuensis.writers import OutputError, Transcript, output_paths, write_outputs
+from amanuensis.writers import OutputError, SubtitleOptions, Transcript, output_paths, write_outputs
 
 
 def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
@@ -40,7 +41,22 @@ def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
         suppress_tokens=suppress,
         without_timestamps=args.without_timestamps,
         vad_filter=VadFilter() if args.vad_filter else None,
+        word_timestamps=args.word_timestamps,
     )
+
+
+def subtitle_options(args: argparse.Namespace, options: TranscribeOptions) -> SubtitleOptions:
+    try:
+        subtitles = SubtitleOptions(
+            args.max_line_width, args.max_line_count, args.max_words_per_line, args.highlight_words
+        )
+    except OptionsError as exc:
+        raise UsageError(str(exc).replace("max_", "--max-").replace("_", "-")) from None
+    if subtitles.uses_words and not options.word_timestamps:
+        raise UsageError(
+            "--max-line-width, --max-line-count, --max-words-per-line and --highlight-words need --word-timestamps"
+        )
+    return subtitles
 
 
 def precision_for(args: argparse.Namespace, checkpoint):
@@ -150,6 +166,7 @@ def identity(path: Path) -> tuple[int, int] | None:
 
 def run_transcribe(args: argparse.Namespace) -> int:
     options = transcribe_options(args)
+    subtitles = subtitle_options(args, options)
     output_format = args.output_format or ("all" if args.output_dir else None)
     inputs = [Path(a) for a in args.audio]
     planned = plan_outputs(inputs, args.output_dir or Path("."), output_format)
@@ -183,9 +200,8 @@ def run_transcribe(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             if bar:
                 bar.close()
-            keep_interrupted(
-                path, Transcript("".join(s.text for s in collected), info.language, info.duration, collected), paths
-            )
+            partial = Transcript("".join(s.text for s in collected), info.language, info.duration, collected)
+            keep_interrupted(path, partial, paths, subtitles)
             raise
         if bar:
             bar.close()
@@ -195,7 +211,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
         if not args.verbose:
             print(transcript.text.strip())
         try:
-            write_outputs(transcript, paths)
+            write_outputs(transcript, paths, subtitles)
         except OutputError as exc:  # the next file may still be written (another disk, freed space)
             print(f"amanuensis: error: {exc}", file=sys.stderr)
             failures += 1
@@ -209,7 +225,9 @@ def run_transcribe(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def keep_interrupted(path: Path, transcript: Transcript, paths: dict[str, Path]) -> None:
+def keep_interrupted(
+    path: Path, transcript: Transcript, paths: dict[str, Path], subtitles: SubtitleOptions | None = None
+) -> None:
     """What was transcribed before an interrupt, kept and labelled incomplete (never under the
     names a finished run writes), or a plain statement that nothing was."""
     if not transcript.segments:
@@ -221,7 +239,7 @@ def keep_interrupted(path: Path, transcript: Transcript, paths: dict[str, Path])
         print(f"amanuensis: interrupted: the text above is {path} up to {reached:.1f} s only", file=sys.stderr)
         return
     partial = {fmt: out.with_name(f"{out.stem}.partial{out.suffix}") for fmt, out in paths.items()}
-    write_outputs(transcript, partial)
+    write_outputs(transcript, partial, subtitles)
     where = next(iter(partial.values())).with_suffix(".*")
     print(f"amanuensis: interrupted: {path} up to {reached:.1f} s written to {where} (incomplete)", file=sys.stderr)
 
