@@ -283,3 +283,63 @@ def _monotonic(words: list[list], start: float, end: float) -> list[Word]:
         result.append(Word(word, round(word_start, 3), round(word_end, 3), round(probability, 4)))
         previous_end = word_end
     return result
+
+
+# Punctuation marks that do not count as words when judging a segment (PREPEND + APPEND).
+_MARKS = set(PREPEND_PUNCTUATIONS + APPEND_PUNCTUATIONS)
+
+
+def _word_anomaly(word: Word) -> float:
+    """How unlike spoken words a word looks: improbable, far too short or far too long."""
+    duration = word.end - word.start
+    score = 1.0 if word.probability < 0.15 else 0.0
+    if duration < 0.133:
+        score += (0.133 - duration) * 15
+    if duration > 2.0:
+        score += duration - 2.0
+    return score
+
+
+def is_anomalous(segment: TimedSegment | None) -> bool:
+    """A segment whose first words look like a hallucination (faster-whisper's rule)."""
+    if segment is None or not segment.words:
+        return False
+    words = [w for w in segment.words if w.word.strip() not in _MARKS][:8]
+    score = sum(_word_anomaly(w) for w in words)
+    return score >= 3 or score + 0.01 >= len(words)
+
+
+def hallucination_cut(
+    segments: list[TimedSegment],
+    threshold: float,
+    window_start: float,
+    window_end: float,
+    audio_end: float,
+    last_speech_end: float,
+) -> tuple[int, float] | None:
+    """Where a window's suspicious segment surrounded by silence (gaps over ``threshold`` s) or by
+    other suspicious segments starts: (segments to keep before it, seconds to resume from), or
+    None to keep the window as it is. Times in seconds from the start of the audio."""
+    worded = [s for s in segments if s.words]
+    if worded and is_anomalous(worded[0]) and worded[0].start - window_start > threshold:
+        return 0, worded[0].start  # silence, then something doubtful: decode again from there
+    previous_end = last_speech_end
+    for index, segment in enumerate(segments):
+        if not segment.words:
+            continue
+        if is_anomalous(segment):
+            following = next((s for s in segments[index + 1 :] if s.words), None)
+            next_start = following.words[0].start if following else window_end
+            silence_before = (
+                segment.start - previous_end > threshold
+                or segment.start < threshold
+                or segment.start - window_start < 2.0
+            )
+            silence_after = (
+                next_start - segment.end > threshold or is_anomalous(following) or window_end - segment.end < 2.0
+            )
+            if silence_before and silence_after:
+                resume = audio_end if audio_end - segment.end < threshold else max(window_start + 1, segment.start)
+                return index, resume
+        previous_end = segment.end
+    return None

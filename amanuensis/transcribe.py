@@ -30,7 +30,7 @@ from amanuensis.audio import (
 from amanuensis.decoding import DecodingOptions, DecodingResult, decode_window, detect_language, longest_run
 from amanuensis.errors import OptionsError
 from amanuensis.runtime import ModelRuntime
-from amanuensis.timing import Word, window_words
+from amanuensis.timing import Word, hallucination_cut, window_words
 from amanuensis.tokenizer import TIMESTAMP_PRECISION_S, Tokenizer
 from amanuensis.vad import TimeMap, VadFilter, speech_spans
 
@@ -74,6 +74,10 @@ class TranscribeOptions:
     # Each segment's words with their own start and end (Segment.words), read from the alignment
     # heads' cross-attention by Whisper's DTW method (amanuensis.timing); segment times follow them.
     word_timestamps: bool = False
+    # With word timestamps: a doubtful segment (improbable, too short or too long words) with more
+    # than this many seconds of silence around it is dropped and the silence skipped, as
+    # faster-whisper's option of the same name does (hallucinations live in silence). None = off.
+    hallucination_silence_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if not self.temperatures:
@@ -84,6 +88,8 @@ class TranscribeOptions:
             raise OptionsError("beam_size and best_of must be at least 1")
         if self.patience is not None and self.patience <= 0:
             raise OptionsError("patience must be positive")
+        if self.hallucination_silence_threshold is not None and not self.word_timestamps:
+            raise OptionsError("hallucination_silence_threshold needs word_timestamps")
         if self.repetition_threshold is not None and self.repetition_threshold < 2:
             raise OptionsError("repetition_threshold must be at least 2 (or None)")
         if any(t < -1 for t in self.suppress_tokens):
@@ -306,10 +312,22 @@ def transcribe(
             words: list[list[Word] | None] = [None] * len(kept)
             if options.word_timestamps and kept:
                 sot = tokenizer.sot_sequence(info.language, options.task)
-                timed, last_speech_end = window_words(
+                timed, speech_end = window_words(
                     aligner_for(runtime), tokenizer, cross, sot, kept, window_frames, info.language,
                     time_offset, last_speech_end,
                 )  # fmt: skip
+                threshold = options.hallucination_silence_threshold
+                window_end = time_offset + window_frames / FRAMES_PER_SECOND
+                audio_end = content_frames / FRAMES_PER_SECOND
+                cut = None if threshold is None else hallucination_cut(
+                    timed, threshold, time_offset, window_end, audio_end, last_speech_end
+                )  # fmt: skip
+                if cut is not None:  # drop the doubtful segment and what follows; go on after its silence
+                    keep, resume = cut
+                    timed, kept = timed[:keep], kept[:keep]
+                    seek = max(window_start + 1, round(resume * FRAMES_PER_SECOND))
+                    speech_end = timed[-1].end if timed else last_speech_end
+                last_speech_end = speech_end
                 kept = [(t.start, t.end, p, lp) for t, (_, _, p, lp) in zip(timed, kept, strict=True)]
                 words = [[_original_word(w, time_map) for w in t.words] for t in timed]
             for (start, end, piece, logprobs), segment_words in zip(kept, words, strict=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -177,3 +178,30 @@ def test_subtitle_layout_needs_word_timestamps(tmp_path) -> None:
     result = run("transcribe", SAMPLE, "--max-line-width", "30", "-o", tmp_path)
     assert result.returncode == 2 and "need --word-timestamps" in result.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_silence_threshold_drops_what_the_model_writes_for_noise(tiny_int8) -> None:
+    """40 s of quiet noise before the sample: greedy decoding writes " ." segments into the noise;
+    with a silence threshold they are dropped and nothing else is invented. With the default beams
+    the whole sample is kept at its time."""
+    from amanuensis.evaluation import word_error_rate
+    from amanuensis.normalizer import normalize_english
+
+    from .conftest import SAMPLE_REFERENCE
+
+    noise = np.random.default_rng(15).standard_normal(40 * 16000).astype(np.float32) * 10 ** (-50 / 20)
+    audio = np.concatenate([noise, load_audio(SAMPLE).samples])
+    greedy = list(tiny_int8.transcribe(audio, GREEDY_WORDS)[0])
+    assert any(s.end < 39.0 for s in greedy)  # the noise got text
+    guarded = replace(GREEDY_WORDS, hallucination_silence_threshold=2.0)
+    kept = list(tiny_int8.transcribe(audio, guarded)[0])
+    assert kept and min(s.start for s in kept) > 39.5
+    reference = iter(normalize_english(SAMPLE_REFERENCE).split())
+    assert all(word in reference for word in normalize_english("".join(s.text for s in kept)).split())  # in order
+    _assert_consistent(kept)
+
+    beams = list(tiny_int8.transcribe(audio, replace(guarded, beam_size=5))[0])
+    assert min(s.start for s in beams) > 39.5
+    assert word_error_rate([SAMPLE_REFERENCE], ["".join(s.text for s in beams)]) == 0.0
+    with pytest.raises(OptionsError, match="needs word_timestamps"):
+        TranscribeOptions(hallucination_silence_threshold=2.0)

@@ -153,6 +153,13 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
         help="each segment's words with their own times (alignment heads + DTW, as whisper); in json, srt and vtt",
     )
     parser.add_argument(
+        "--hallucination-silence-threshold",
+        type=optional_float,
+        default=defaults.hallucination_silence_threshold,
+        help="with --word-timestamps: drop a doubtful segment with more than this many seconds of silence around "
+        "it, and skip the silence (default None = off)",
+    )
+    parser.add_argument(
         "--vad-filter",
         action="store_true",
         help="transcribe only the speech Silero VAD finds (faster-whisper's vad_filter): right times for speech "

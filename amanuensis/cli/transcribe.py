@@ -42,6 +42,7 @@ def transcribe_options(args: argparse.Namespace) -> TranscribeOptions:
         without_timestamps=args.without_timestamps,
         vad_filter=VadFilter() if args.vad_filter else None,
         word_timestamps=args.word_timestamps,
+        hallucination_silence_threshold=args.hallucination_silence_threshold,
     )
 
 
