@@ -163,10 +163,15 @@ def sensitivity_clips(clips: list[CalibrationClip]) -> list[CalibrationClip]:
     (the second half of ``with_noisy_copies``). A multilingual model's get the first clip of every
     language, so a node that only one language's decoding strains is ranked too."""
     half = len(clips) // 2
+    if half == 0:  # a single clip
+        return list(clips)
     first_of_language = {}
     for i, clip in enumerate(clips[:half]):
         first_of_language.setdefault(clip.language, i)
-    picked = list(first_of_language.values()) if len(first_of_language) > 1 else range(SENSITIVITY_CLIPS // 2)
+    if len(first_of_language) > 1:
+        picked = list(first_of_language.values())
+    else:
+        picked = list(range(min(SENSITIVITY_CLIPS // 2, half)))
     return [clips[i] for i in picked] + [clips[half + i] for i in picked]
 
 
