@@ -11,7 +11,8 @@ validation set, decoded in its language, and with ``--detect`` once more with th
 to the model, named ``xx?``). Prints RTF, peak RSS, model bytes on disk, load time and the error
 rate per set (CER for Chinese and Japanese) for each row, and language-detection accuracy; then
 each engine's INT8 against its float (Δ and QoI per set) and Amanuensis against faster-whisper
-(speed, memory, error rate with a paired bootstrap interval).
+(speed, memory, error rate with a paired bootstrap interval). ``--configs amanuensis-int8
+amanuensis-int8-words`` measures what word timestamps add to INT8 transcription.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 from common import ROOT, VALIDATION_MANIFEST, model_parser
 
 CONFIGS = ("amanuensis-int8", "faster-whisper-int8", "amanuensis-fp32", "faster-whisper-float32")
+WORDS_CONFIG = "amanuensis-int8-words"  # INT8 with word timestamps: what they cost (only when asked for)
 
 
 def _peak_rss_mib() -> float:
@@ -42,12 +44,14 @@ def _ours(config: str, model: str, threads: int):
     from amanuensis import TranscribeOptions, load_model
     from amanuensis.runtime import RuntimeOptions
 
-    precision = config.rsplit("-", 1)[1]
+    precision = config.split("-")[1]
+    words = config == WORDS_CONFIG
     engine = load_model(model, RuntimeOptions(precision=precision, threads=threads))
 
     def run(samples, language):
         # Greedy; best_of 5 on temperature fallback, as faster-whisper (samples run on the batch-1 graph).
-        transcript = engine.transcribe_all(samples, TranscribeOptions(beam_size=1, language=language))
+        options = TranscribeOptions(beam_size=1, language=language, word_timestamps=words)
+        transcript = engine.transcribe_all(samples, options)
         return transcript.text, transcript.language
 
     return run, engine.runtime.loaded_graphs
@@ -191,6 +195,9 @@ def render(rows: list[dict]) -> str:
                 for n in names
             )
             lines.append(f"{quantized} vs {reference}: {cells}")
+    if WORDS_CONFIG in by_name and "amanuensis-int8" in by_name:
+        ratio = by_name[WORDS_CONFIG]["rtf"] / by_name["amanuensis-int8"]["rtf"]
+        lines.append(f"word timestamps: {WORDS_CONFIG} takes {ratio:.3f}× the time of amanuensis-int8")
     for ours, theirs in (("amanuensis-int8", "faster-whisper-int8"), ("amanuensis-fp32", "faster-whisper-float32")):
         if ours in by_name and theirs in by_name:
             a, b = by_name[ours], by_name[theirs]
@@ -212,10 +219,10 @@ def main() -> int:
     parser = model_parser(__doc__)
     parser.add_argument("--manifest", type=Path, default=VALIDATION_MANIFEST)
     parser.add_argument("--limit", type=int, default=None, help="only the first N clips")
-    parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", choices=(*CONFIGS, WORDS_CONFIG), default=list(CONFIGS))
     parser.add_argument("--detect", action="store_true", help="multilingual sets once more, language detected")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
-    parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=(*CONFIGS, WORDS_CONFIG), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.model, args.threads, args.manifest, args.limit, args.detect)))

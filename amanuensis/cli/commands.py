@@ -33,7 +33,9 @@ def run_stream(args: argparse.Namespace) -> int:
         raise UsageError("--chunk-ms must be positive and --realtime-factor not negative")
     try:
         options = StreamOptions(
-            decoding=StreamDecoding(language=args.language, task=args.task, beam_size=args.beam_size),
+            decoding=StreamDecoding(
+                language=args.language, task=args.task, beam_size=args.beam_size, word_timestamps=args.word_timestamps
+            ),
             policy=from_flags(AgreementPolicy, args),
         )
         raw = AudioFormat(args.sample_rate, args.channels, "int16" if args.input_format == "s16le" else "float32")

@@ -85,6 +85,9 @@ def add_stream_parser(commands) -> None:
     st.add_argument("--language", default=None, help="language code; detected at the first words when omitted")
     st.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
     st.add_argument("--beam-size", type=int, default=1, help="beams per update (default 1: greedy)")
+    st.add_argument(
+        "--word-timestamps", action="store_true", help="word times from the alignment heads (else shared out by length)"
+    )
     add_flags(st, AgreementPolicy)  # --update-interval, --agreement, … (streaming.options)
     st.add_argument(
         "--realtime-factor",

@@ -13,9 +13,9 @@ updates: every hypothesis over at least that many seconds must agree, so updates
 often (a word is confirmed sooner after the span has passed) without agreement resting on two
 readings made a moment apart, which share their mistakes.
 
-Words are matched by text, not by time: Whisper gives timestamps per segment only, so a word's
-time here is an estimate (its segment's span shared out by characters) that moves as a segment
-grows, while its text is stable once the model has heard it.
+Words are matched by text, not by time: a word's time moves between updates (measured from the
+alignment heads with ``StreamDecoding.word_timestamps``, else its segment's span shared out by
+characters), while its text is stable once the model has heard it.
 """
 
 from __future__ import annotations

@@ -41,6 +41,9 @@ class StreamDecoding:
     no_speech_threshold: float | None = _OFFLINE.no_speech_threshold  # Whisper's no-speech rule
     logprob_threshold: float | None = _OFFLINE.logprob_threshold  # below: the hypothesis is unsure
     compression_ratio_threshold: float | None = _OFFLINE.compression_ratio_threshold  # above: a loop
+    # Each word's time from the alignment heads (amanuensis.timing) instead of its segment's span
+    # shared out by characters; costs one alignment-graph run per update.
+    word_timestamps: bool = False
 
     def transcribe_options(self, language: str | None, final: bool = True, **overrides: Any) -> TranscribeOptions:
         """How one buffer is decoded: an update's, or the final one's (offline comparisons use that)."""
@@ -52,6 +55,7 @@ class StreamDecoding:
             no_speech_threshold=self.no_speech_threshold,
             logprob_threshold=self.logprob_threshold,
             compression_ratio_threshold=self.compression_ratio_threshold,
+            word_timestamps=self.word_timestamps,
             **overrides,
         )
 

@@ -250,6 +250,12 @@ class TranscriptionStream:
         for index, segment in enumerate(segments):
             if not final and fails_checks(segment, transcribe_options):
                 return None  # a repetition loop or an unsure decode is not a hypothesis
+            if segment.words is not None:  # measured word times (word_timestamps)
+                words += [
+                    Word(min(offset + w.start, limit), min(offset + w.end, limit), w.word, index, w.probability)
+                    for w in segment.words
+                ]
+                continue
             start, end = min(offset + segment.start, limit), min(offset + segment.end, limit)
             words += split_words(segment.text, start, end, index, self._token_spans(segment))
         if self._language is None and words:
