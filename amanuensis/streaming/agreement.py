@@ -40,7 +40,7 @@ _SAME_TIME_S = 1e-6  # hypothesis times closer than this are the same moment of 
 
 @dataclass(frozen=True)
 class Word:
-    start: float  # seconds from the start of the stream (estimated within its segment)
+    start: float  # seconds from the start of the stream (measured, or estimated within its segment)
     end: float  # seconds
     text: str  # with its leading space
     segment: int  # index of the segment of the hypothesis it came from
