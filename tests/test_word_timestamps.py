@@ -205,3 +205,23 @@ def test_silence_threshold_drops_what_the_model_writes_for_noise(tiny_int8) -> N
     assert word_error_rate([SAMPLE_REFERENCE], ["".join(s.text for s in beams)]) == 0.0
     with pytest.raises(OptionsError, match="needs word_timestamps"):
         TranscribeOptions(hallucination_silence_threshold=2.0)
+
+
+@pytest.mark.parametrize("language", ["zh", "de"])
+def test_multilingual_words_spell_their_segments(base, language) -> None:
+    """Chinese is split into characters (no spaces between words), German at spaces; either way the
+    words spell the segment and run forward in time."""
+    from amanuensis.evaluation import read_manifest
+
+    from .conftest import ROOT
+
+    entry = read_manifest(ROOT / f"tests/data/validation/multilingual/{language}/refs.tsv")[0]
+    options = replace(GREEDY_WORDS, language=language)
+    segments = list(base.transcribe(entry.load().samples, options)[0])
+    _assert_consistent(segments)
+    words = [w.word for s in segments for w in s.words]
+    if language == "zh":  # a character or a token's few, a mark attached to some
+        text = "".join(s.text for s in segments)
+        assert len(words) >= len(text) // 2 and not any(" " in w for w in words)
+    else:
+        assert all(w.startswith(" ") for w in words)
