@@ -67,9 +67,25 @@ def gate(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def word_timing(figures: dict) -> str:
+    """``tools/word_timing.py --json``: word times against faster-whisper's, per precision."""
+    lines = [
+        "| Amanuensis | words | paired with faster-whisper's | median Δ (ms) | 90th percentile Δ (ms) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for precision in ("fp32", "int8"):
+        row = figures[precision]
+        lines.append(
+            f"| {precision.upper()} | {row['words']} | {row['paired_words']} | {row['median_ms']:.0f} "
+            f"| {row['p90_ms']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "benchmark": ("models/tiny.en/benchmark.json", benchmark),
     "gate": ("models/tiny.en/quantization_report.json", gate),
+    "word_timing": ("models/tiny.en/word_timing.json", word_timing),
 }
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import difflib
 import json
+import platform
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +84,10 @@ def main() -> int:
             f"| {row['p90_ms']:.0f} |"
         )
     if args.json:
-        args.json.write_text(json.dumps({"model": args.model, "reference_words": words["reference"], **rows}) + "\n")
+        measured = f"{platform.processor() or platform.machine()}, {args.threads} threads, {time.strftime('%Y-%m-%d')}"
+        figures = {"model": args.model, "set": args.manifest.parent.name, "clips": clips, "machine": measured}
+        figures |= {"reference_words": words["reference"], **rows}
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
     return 0
 
 
