@@ -86,7 +86,11 @@ def add_stream_parser(commands) -> None:
     st.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
     st.add_argument("--beam-size", type=int, default=1, help="beams per update (default 1: greedy)")
     st.add_argument(
-        "--word-timestamps", action="store_true", help="word times from the alignment heads (else shared out by length)"
+        "--no-word-timestamps",
+        dest="word_timestamps",
+        action="store_false",
+        help="estimate word times from their segment's span instead of measuring them (saves an alignment run per "
+        "update)",
     )
     add_flags(st, AgreementPolicy)  # --update-interval, --agreement, … (streaming.options)
     st.add_argument(

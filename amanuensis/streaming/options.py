@@ -41,9 +41,9 @@ class StreamDecoding:
     no_speech_threshold: float | None = _OFFLINE.no_speech_threshold  # Whisper's no-speech rule
     logprob_threshold: float | None = _OFFLINE.logprob_threshold  # below: the hypothesis is unsure
     compression_ratio_threshold: float | None = _OFFLINE.compression_ratio_threshold  # above: a loop
-    # Each word's time from the alignment heads (amanuensis.timing) instead of its segment's span
-    # shared out by characters; costs one alignment-graph run per update.
-    word_timestamps: bool = False
+    # Each word's time from the alignment heads (amanuensis.timing); False: its segment's span
+    # shared out by characters, which saves one alignment-graph run per update.
+    word_timestamps: bool = True
 
     def transcribe_options(self, language: str | None, final: bool = True, **overrides: Any) -> TranscribeOptions:
         """How one buffer is decoded: an update's, or the final one's (offline comparisons use that)."""
