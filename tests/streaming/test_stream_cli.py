@@ -21,8 +21,11 @@ LINE = re.compile(r"^\[(\d\d):(\d\d\.\d{3}) --> (\d\d):(\d\d\.\d{3})\] (.+)$")
 
 
 def run_with_stdin(data: bytes, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """The console script reading stdin; an update each second (the input paths are what is
+    tested here, and a quarter of the updates keeps these process tests short)."""
     assert EXE
-    return subprocess.run([EXE, "stream", "-", *args], input=data, capture_output=True, timeout=600)
+    command = [EXE, "stream", "-", "--update-interval", "1.0", *args]
+    return subprocess.run(command, input=data, capture_output=True, timeout=600)
 
 
 def _text_of(lines: list[str]) -> str:
@@ -39,13 +42,14 @@ def test_streams_a_file_with_timestamped_confirmed_lines() -> None:
     assert "\x1b[" not in result.stderr  # no partials when stderr is not a terminal
 
 
-def test_realtime_pacing_is_honoured() -> None:
-    duration = len(load_audio(SAMPLE).samples) / 16000
+def test_realtime_pacing_is_honoured(tmp_path: Path) -> None:
+    path, duration = tmp_path / "first_words.wav", 3.0
+    sf.write(path, load_audio(SAMPLE).samples[: round(duration * 16000)], 16000)
     started = time.perf_counter()
-    result = run("stream", SAMPLE, "--realtime-factor", "1", "--no-timestamps")
+    result = run("stream", path, "--realtime-factor", "1", "--no-timestamps")
     assert time.perf_counter() - started >= duration  # fed no faster than real time (processing alone is faster)
     assert result.returncode == 0, result.stderr
-    assert word_error_rate([SAMPLE_REFERENCE], [result.stdout]) == 0.0
+    assert result.stdout.split()[:5] == ["If", "the", "reader", "will", "excuse"]
 
 
 def test_reads_wav_from_stdin() -> None:
