@@ -13,13 +13,15 @@ from amanuensis.audio import AudioError, load_audio
 from amanuensis.cli import main
 from amanuensis.errors import OptionsError, UserError
 from amanuensis.evaluation import word_error_rate
-from amanuensis.streaming import AudioFormat, TranscriptionStream, confirmed_text
+from amanuensis.streaming import AgreementPolicy, AudioFormat, StreamOptions, TranscriptionStream, confirmed_text
 from amanuensis.transcribe import TranscribeOptions
 
 from ..conftest import SAMPLE, SAMPLE_REFERENCE
 
 GREEDY = TranscribeOptions(beam_size=1, best_of=1)
 MAX_WER = 0.10  # a few glitched samples may cost a word, never the transcript
+# Streams here test input handling, not the policy: an update each second is a quarter of the work.
+EACH_SECOND = StreamOptions(policy=AgreementPolicy(update_interval_s=1.0))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,7 @@ def test_nan_samples_through_the_api_warn_and_transcribe(tiny, speech) -> None:
 
 
 def test_nan_samples_inside_a_stream_cost_only_themselves(tiny_int8, speech) -> None:
-    stream = TranscriptionStream(tiny_int8, language="en")
+    stream = TranscriptionStream(tiny_int8, EACH_SECOND, language="en")
     glitched = _with_glitches(speech, 10, 0)
     events = []
     with pytest.warns(RuntimeWarning, match="set to silence"):
@@ -106,7 +108,7 @@ def test_int16_bytes_in_a_float_stream_are_refused(tiny_int8, speech) -> None:
     pcm = (speech[:16000] * 32767).astype(np.int16).tobytes()
     with pytest.raises(AudioError, match="declare its format"):
         stream.feed(pcm)
-    declared = TranscriptionStream(tiny_int8, audio_format=AudioFormat(encoding="int16"), language="en")
+    declared = TranscriptionStream(tiny_int8, EACH_SECOND, AudioFormat(encoding="int16"), language="en")
     events = declared.feed((speech * 32767).astype(np.int16).tobytes()) + declared.finish()
     assert _wer(confirmed_text(events)) <= MAX_WER
 
