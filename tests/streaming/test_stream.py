@@ -37,6 +37,10 @@ from ..conftest import CALIBRATION_DIR, SAMPLE, SAMPLE_REFERENCE, silence
 RATE = 16000
 
 
+# Where the agreement policy is not what a test checks, an update each second does a third of the work.
+EACH_SECOND = StreamOptions(policy=AgreementPolicy(update_interval_s=1.0))
+
+
 def with_policy(options: StreamOptions, **fields) -> StreamOptions:
     return replace(options, policy=replace(options.policy, **fields))
 
@@ -69,7 +73,7 @@ def test_chunking_does_not_change_the_text_and_every_sample_is_accounted_for(
 ) -> None:
     results = []
     for seed in (1, 2):
-        stream = TranscriptionStream(tiny_int8, language="en")
+        stream = TranscriptionStream(tiny_int8, EACH_SECOND, language="en")
         events = feed_all(stream, random_chunks(speech, seed))
         stats = stream.stats
         assert stats.input_frames == stats.fed_samples == len(speech)
@@ -151,7 +155,7 @@ def test_unsure_words_wait_for_the_hold_span(by_count_run: StreamRun) -> None:
 def test_hypotheses_that_fail_whispers_checks_confirm_nothing(tiny_int8: WhisperModel, speech: np.ndarray) -> None:
     """A looping or unsure decode is not evidence: with a log-probability floor no decode can
     reach, every update is rejected, and only the final decode (confirmed as it is) gives text."""
-    options = StreamOptions(decoding=StreamDecoding(logprob_threshold=0.0, finish_temperatures=(0.0,)))
+    options = replace(EACH_SECOND, decoding=StreamDecoding(logprob_threshold=0.0, finish_temperatures=(0.0,)))
     stream = TranscriptionStream(tiny_int8, options)
     before_finish = []
     for chunk in random_chunks(speech, 7):
@@ -181,7 +185,7 @@ def test_a_looping_prompt_is_dropped_so_the_stream_goes_on(tiny_int8: WhisperMod
 
 def test_timestamps_are_absolute_after_leading_silence(tiny_int8: WhisperModel, speech: np.ndarray) -> None:
     audio = np.concatenate([silence(6.0), speech, silence(3.0)])
-    stream = TranscriptionStream(tiny_int8)
+    stream = TranscriptionStream(tiny_int8, EACH_SECOND)
     events = feed_all(stream, random_chunks(audio, 4))
     confirmed = [e for e in events if e.kind == CONFIRMED]
     assert word_error_rate([SAMPLE_REFERENCE], [confirmed_text(events)]) == 0.0
