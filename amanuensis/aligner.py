@@ -14,41 +14,52 @@ import numpy as np
 
 from amanuensis import devices, export
 from amanuensis.export import GraphKind
-from amanuensis.export.io_names import cross_kv_names, run_time_names
-from amanuensis.runtime import CrossKV, ModelRuntime, make_session
+from amanuensis.export.io_names import cross_kv_names, new_kv_names, run_time_names
+from amanuensis.runtime import CrossKV, KVCache, ModelRuntime, make_session
 
-
-def alignment_tokens(n_text_ctx: int) -> int:
-    """Tokens one alignment run takes: a window's text (at most half the context, as sampled)
-    plus the start-of-transcript sequence, <|notimestamps|> and <|endoftext|>, rounded up to 8."""
-    return n_text_ctx // 2 + 8
+ALIGNMENT_BLOCK = 32  # tokens per run: a window's 20–120 tokens take 1–4 runs, not one padded to 232
 
 
 class Aligner:
-    """Runs the alignment graph of ``runtime``'s checkpoint, created on first use."""
+    """Runs the alignment block graph of ``runtime``'s checkpoint over a window's tokens, a block
+    at a time with a self-attention cache (as the prompt prefill does)."""
 
     def __init__(self, runtime: ModelRuntime) -> None:
-        dims = runtime.checkpoint.dims
-        self.n_tokens = alignment_tokens(dims.n_text_ctx)
-        self.n_layers = dims.n_text_layer
-        path = export.graph_path(runtime.checkpoint, GraphKind.ALIGNMENT, self.n_tokens)
+        self.dims = runtime.checkpoint.dims
+        path = export.graph_path(runtime.checkpoint, GraphKind.ALIGNMENT, ALIGNMENT_BLOCK)
         cpu = devices.plan("onnxruntime", "cpu", None, allow_fallback=True)
         self.session = make_session(path, runtime.options, cpu)
         self._quantized = runtime.decoder(1).cross_params  # empty unless the decoder takes 8-bit K/V
+        layers = range(self.dims.n_text_layer)
+        self._outputs = ["alignment_scores"] + [n for i in layers for n in new_kv_names(i)]
 
     def scores(self, tokens: list[int], cross: CrossKV) -> np.ndarray:
         """(heads, len(tokens), audio frames) scores q·k/√Dh of the alignment heads."""
-        if len(tokens) > self.n_tokens:
-            raise ValueError(f"{len(tokens)} tokens do not fit the alignment graph's {self.n_tokens}")
-        padded = np.zeros((1, self.n_tokens), np.int64)  # after the real tokens: never attended to by them
-        padded[0, : len(tokens)] = tokens
-        feed = {"tokens": padded} | self._float_cross(cross)
-        (scores,) = self.session.run(["alignment_scores"], feed)
-        return scores[:, : len(tokens)]
+        cache = KVCache(self.dims, 1)
+        if len(tokens) > cache.capacity:
+            raise ValueError(f"{len(tokens)} tokens do not fit the decoder's {cache.capacity}")
+        floats = self._float_cross(cross)
+        blocks = []
+        for start in range(0, len(tokens), ALIGNMENT_BLOCK):
+            chunk = tokens[start : start + ALIGNMENT_BLOCK]
+            padded = np.zeros((1, ALIGNMENT_BLOCK), np.int64)  # after the chunk: never attended to by it
+            padded[0, : len(chunk)] = chunk
+            feed = {
+                "tokens": padded,
+                "offset": np.array([cache.length], np.int64),
+                "mask": cache.mask,
+                "last": np.array([len(chunk) - 1], np.int64),
+                **floats,
+                **cache.inputs(rows=1),
+            }
+            scores, *new_kv = self.session.run(self._outputs, feed)
+            cache.write_block(new_kv[0::2], new_kv[1::2], len(chunk))
+            blocks.append(scores[:, : len(chunk)])
+        return np.concatenate(blocks, axis=1)
 
     def _float_cross(self, cross: CrossKV) -> CrossKV:
         floats = {}
-        for layer in range(self.n_layers):
+        for layer in range(self.dims.n_text_layer):
             for name in cross_kv_names(layer):
                 value, params = cross[name], self._quantized.get(name)
                 if params is None:

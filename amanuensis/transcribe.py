@@ -235,9 +235,6 @@ def transcribe(
     check_tokens(dims.n_vocab, options.suppress_tokens)
     if options.window_padding not in WINDOW_PADDINGS:
         raise OptionsError(f"window_padding must be one of {', '.join(WINDOW_PADDINGS)}")
-    if options.word_timestamps and (options.max_new_tokens or 0) > dims.n_text_ctx // 2:
-        limit = dims.n_text_ctx // 2
-        raise OptionsError(f"word timestamps align at most {limit} tokens per window: max_new_tokens ≤ {limit}")
     duration = len(samples) / SAMPLE_RATE
     time_map = TimeMap([])
     if options.vad_filter is not None:

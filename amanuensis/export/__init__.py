@@ -38,7 +38,7 @@ class GraphKind(str, Enum):
     DECODER = "decoder"  # one token per hypothesis over a fixed-size self-attention cache
     PREFILL = "prefill"  # FP32: a block of prompt tokens in one run, batch 1
     FULL_DECODER = "full_decoder"  # no cache: logits of every position of a prefix (a reference)
-    ALIGNMENT = "alignment"  # FP32: the alignment heads' cross-attention scores over a window's tokens
+    ALIGNMENT = "alignment"  # FP32: a prefill block that also gives the alignment heads' cross-attention scores
 
     def __str__(self) -> str:  # "encoder" in messages and f-strings, as the table keys spell it
         return self.value
@@ -78,9 +78,10 @@ def _full_decoder(checkpoint: WhisperCheckpoint, n_tokens: int) -> onnx.ModelPro
 
 
 def _alignment(checkpoint: WhisperCheckpoint, n_tokens: int) -> onnx.ModelProto:
-    from amanuensis.export.decoder import build_alignment
+    from amanuensis.export.decoder import build_decoder_step
 
-    return build_alignment(checkpoint.load_weights(), checkpoint.dims, n_tokens, checkpoint.alignment_heads)
+    weights, heads = checkpoint.load_weights(), checkpoint.alignment_heads
+    return build_decoder_step(weights, checkpoint.dims, 1, n_tokens, alignment_heads=heads)
 
 
 GRAPH_SPECS = {  # what ``size`` is: unused for the encoder; the batch of a step; tokens of a block or prefix

@@ -8,8 +8,8 @@ into its cache, so no cache is copied through the graph.
 ``build_decoder_full`` recomputes a whole prefix without a cache. It exists to check the
 cached step against (tests), never for transcription.
 
-``build_alignment`` runs a window's tokens through the layers that hold the checkpoint's alignment
-heads and returns those heads' cross-attention scores: what word timestamps are read from.
+With ``alignment_heads``, a prefill block also returns those heads' cross-attention scores for
+its tokens: what word timestamps are read from (``amanuensis.aligner``).
 """
 
 from __future__ import annotations
@@ -73,9 +73,15 @@ def _add_cross_inputs(g: GraphBuilder, dims: ModelDims) -> None:
 
 
 def build_decoder_step(
-    weights: dict[str, np.ndarray], dims: ModelDims, batch: int, n_tokens: int = 1
+    weights: dict[str, np.ndarray],
+    dims: ModelDims,
+    batch: int,
+    n_tokens: int = 1,
+    alignment_heads: list[tuple[int, int]] | None = None,
 ) -> onnx.ModelProto:
-    """One token per hypothesis; or with ``n_tokens`` > 1 (batch 1), a prefill block.
+    """One token per hypothesis; or with ``n_tokens`` > 1 (batch 1), a prefill block; with
+    ``alignment_heads`` ((layer, head) pairs), a block that also outputs ``alignment_scores``
+    [len(heads), n_tokens, frames], those heads' q·k/√Dh.
 
     A block takes ``n_tokens`` consecutive tokens from position ``offset`` (causal among
     themselves, after the cached ones), returns their K/V and the logits of the token at index
@@ -87,6 +93,9 @@ def build_decoder_step(
     if block and batch != 1:
         raise ValueError("a prefill block is built for batch 1")
     name = f"whisper_decoder_prefill_t{n_tokens}" if block else f"whisper_decoder_step_b{batch}"
+    if alignment_heads:
+        name = f"whisper_decoder_alignment_t{n_tokens}"
+    picked: list[str] = []
     g = GraphBuilder(name)
     w = Weights(weights, "decoder")
     d, h, ctx = dims.n_text_state, dims.n_text_head, dims.n_text_ctx
@@ -137,7 +146,10 @@ def build_decoder_step(
         )
         out = linear(g, merge_heads(g, context, (batch, n_tokens, d), attn.prefix), attn.sub("linear_1"))
         x = g.op("Add", [x, out], attn.prefix)
-        x, _ = _cross_attention(g, x, lw.sub("attention"), layer, dims, batch, n_tokens)
+        x, cross_scores = _cross_attention(g, x, lw.sub("attention"), layer, dims, batch, n_tokens)
+        wanted = [head for at, head in alignment_heads or [] if at == layer]
+        if wanted:
+            picked.append(g.op("Gather", [cross_scores, g.const(wanted)], f"alignment/layer_{layer}", axis=1))
         x = mlp_block(g, x, lw.sub("ffn"))
         new_k, new_v = new_kv_names(layer)
         g.output(k_new, new_k, np.float32, [batch, h, dh, n_tokens])
@@ -146,15 +158,17 @@ def build_decoder_step(
         x = g.op("Gather", [x, last], "decoder/prefill", axis=1)  # [1, 1, D]
     logits = _logits(g, x, w, embedding, batch, dims)
     g.output(logits, "logits", np.float32, [batch, dims.n_vocab])
+    if picked:
+        stacked = g.op("Concat", picked, "alignment", axis=1) if len(picked) > 1 else picked[0]
+        scores = g.op("Squeeze", [stacked, g.const([0])], "alignment")
+        g.output(scores, "alignment_scores", np.float32, [len(alignment_heads or []), n_tokens, dims.n_audio_ctx])
     return g.model()
 
 
-def _causal_prefix(
-    g: GraphBuilder, w: Weights, dims: ModelDims, n_tokens: int, layers: int, on_scores=None
-) -> tuple[str, str]:
-    """``n_tokens`` tokens from position 0 through the first ``layers`` layers, no cache (batch 1);
-    ``on_scores(layer, scores)`` is told each layer's cross-attention scores. Returns the hidden
-    states and the embedding matrix's name."""
+def build_decoder_full(weights: dict[str, np.ndarray], dims: ModelDims, n_tokens: int) -> onnx.ModelProto:
+    """No-cache reference: logits for every position of a ``n_tokens`` prefix (batch 1)."""
+    g = GraphBuilder(f"whisper_decoder_full_t{n_tokens}")
+    w = Weights(weights, "decoder")
     d, h = dims.n_text_state, dims.n_text_head
     dh = d // h
     tokens = g.input("tokens", np.int64, [1, n_tokens])
@@ -162,7 +176,7 @@ def _causal_prefix(
     x, embedding = _embed(g, w, tokens, g.const(list(range(n_tokens))))
     causal = np.triu(np.full((n_tokens, n_tokens), MASKED_SCORE, np.float32), k=1)
     causal_mask = g.weight("decoder/causal_mask", causal)
-    for layer in range(layers):
+    for layer in range(dims.n_text_layer):
         lw = w.sub(f"layer_{layer}")
         attn = lw.sub("self_attention")
         normed = layer_norm(g, x, attn.sub("layer_norm"))
@@ -174,41 +188,8 @@ def _causal_prefix(
         context = attend(g, scale_query(g, q, dh, attn.prefix), k, v, causal_mask, attn.prefix)
         out = linear(g, merge_heads(g, context, (1, n_tokens, d), attn.prefix), attn.sub("linear_1"))
         x = g.op("Add", [x, out], attn.prefix)
-        x, scores = _cross_attention(g, x, lw.sub("attention"), layer, dims, 1, n_tokens)
-        if on_scores is not None:
-            on_scores(layer, scores)
+        x, _ = _cross_attention(g, x, lw.sub("attention"), layer, dims, 1, n_tokens)
         x = mlp_block(g, x, lw.sub("ffn"))
-    return x, embedding
-
-
-def build_decoder_full(weights: dict[str, np.ndarray], dims: ModelDims, n_tokens: int) -> onnx.ModelProto:
-    """No-cache reference: logits for every position of a ``n_tokens`` prefix (batch 1)."""
-    g = GraphBuilder(f"whisper_decoder_full_t{n_tokens}")
-    w = Weights(weights, "decoder")
-    x, embedding = _causal_prefix(g, w, dims, n_tokens, dims.n_text_layer)
     logits = _logits(g, x, w, embedding, n_tokens, dims)
     g.output(logits, "logits", np.float32, [n_tokens, dims.n_vocab])
-    return g.model()
-
-
-def build_alignment(
-    weights: dict[str, np.ndarray], dims: ModelDims, n_tokens: int, heads: list[tuple[int, int]]
-) -> onnx.ModelProto:
-    """Scores of the alignment ``heads`` ((layer, head) pairs), ``alignment_scores`` [len(heads),
-    n_tokens, frames], for ``n_tokens`` tokens from position 0 (padding after the real ones is
-    never attended to by them). Only the layers up to the last such head are computed."""
-    if not heads:
-        raise ValueError("the checkpoint names no alignment heads")
-    g = GraphBuilder(f"whisper_alignment_t{n_tokens}")
-    picked: list[str] = []
-
-    def keep(layer: int, scores: str) -> None:
-        wanted = [head for lay, head in heads if lay == layer]
-        if wanted:
-            picked.append(g.op("Gather", [scores, g.const(wanted)], f"alignment/layer_{layer}", axis=1))
-
-    _causal_prefix(g, Weights(weights, "decoder"), dims, n_tokens, max(lay for lay, _ in heads) + 1, keep)
-    stacked = g.op("Concat", picked, "alignment", axis=1) if len(picked) > 1 else picked[0]
-    squeezed = g.op("Squeeze", [stacked, g.const([0])], "alignment")
-    g.output(squeezed, "alignment_scores", np.float32, [len(heads), n_tokens, dims.n_audio_ctx])
     return g.model()
