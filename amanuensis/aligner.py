@@ -48,7 +48,6 @@ class Aligner:
                 "tokens": padded,
                 "offset": np.array([cache.length], np.int64),
                 "mask": cache.mask,
-                "last": np.array([len(chunk) - 1], np.int64),
                 **floats,
                 **cache.inputs(rows=1),
             }

@@ -89,7 +89,9 @@ GRAPH_SPECS = {  # what ``size`` is: unused for the encoder; the batch of a step
     GraphKind.DECODER: GraphSpec(lambda batch: f"decoder_step_b{batch}.onnx", _decoder),
     GraphKind.PREFILL: GraphSpec(lambda tokens: f"decoder_prefill_t{tokens}.onnx", _prefill),
     GraphKind.FULL_DECODER: GraphSpec(lambda tokens: f"decoder_full_t{tokens}.onnx", _full_decoder),
-    GraphKind.ALIGNMENT: GraphSpec(lambda tokens: f"decoder_alignment_t{tokens}.onnx", _alignment),
+    GraphKind.ALIGNMENT: GraphSpec(
+        lambda tokens: f"decoder_alignment_t{tokens}-a{VERSIONS['alignment']}.onnx", _alignment
+    ),
 }
 
 

@@ -33,6 +33,7 @@ VERSIONS = {
     "query_chunks": 1,  # the CPU EP's encoder in query slices (export/query_chunks.py)
     "free_shapes": 1,  # the CPU EP's decoder step of any batch and cache length (export/free_shapes.py)
     "quantized_io": 2,  # INT8 graphs handing K/V over in 8 bits (export/quantized_io.py)
+    "alignment": 2,  # the word-timestamp block graph (export/decoder.py, alignment_heads)
     "int8_build": 15,  # what quantize builds from the same range table (quantize/qdq.py, quantize/dynamic.py)
 }
 

@@ -80,8 +80,9 @@ def build_decoder_step(
     alignment_heads: list[tuple[int, int]] | None = None,
 ) -> onnx.ModelProto:
     """One token per hypothesis; or with ``n_tokens`` > 1 (batch 1), a prefill block; with
-    ``alignment_heads`` ((layer, head) pairs), a block that also outputs ``alignment_scores``
-    [len(heads), n_tokens, frames], those heads' q·k/√Dh.
+    ``alignment_heads`` ((layer, head) pairs), a block that outputs ``alignment_scores``
+    [len(heads), n_tokens, frames], those heads' q·k/√Dh, and its K/V, but no logits (so no
+    vocabulary projection either).
 
     A block takes ``n_tokens`` consecutive tokens from position ``offset`` (causal among
     themselves, after the cached ones), returns their K/V and the logits of the token at index
@@ -103,7 +104,8 @@ def build_decoder_step(
     tokens = g.input("tokens", np.int64, [batch, n_tokens])
     offset = g.input("offset", np.int64, [1])
     mask = g.input("mask", np.float32, [1, ctx])  # 0 for filled cache slots, MASKED_SCORE otherwise
-    last = g.input("last", np.int64, [1]) if block else None  # index in the block whose logits are wanted
+    # index in the block whose logits are wanted (an alignment block gives scores, no logits)
+    last = g.input("last", np.int64, [1]) if block and not alignment_heads else None
     for layer in range(dims.n_text_layer):
         k_name, v_name = self_kv_names(layer)
         g.input(k_name, np.float32, [batch, h, dh, ctx])
@@ -156,8 +158,9 @@ def build_decoder_step(
         g.output(v_new, new_v, np.float32, [batch, h, n_tokens, dh])
     if last is not None:
         x = g.op("Gather", [x, last], "decoder/prefill", axis=1)  # [1, 1, D]
-    logits = _logits(g, x, w, embedding, batch, dims)
-    g.output(logits, "logits", np.float32, [batch, dims.n_vocab])
+    if not alignment_heads:
+        logits = _logits(g, x, w, embedding, batch, dims)
+        g.output(logits, "logits", np.float32, [batch, dims.n_vocab])
     if picked:
         stacked = g.op("Concat", picked, "alignment", axis=1) if len(picked) > 1 else picked[0]
         scores = g.op("Squeeze", [stacked, g.const([0])], "alignment")
