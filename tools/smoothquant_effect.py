@@ -23,8 +23,14 @@ from common import ROOT, model_parser
 from amanuensis.engine import WhisperModel
 from amanuensis.models import WhisperCheckpoint
 from amanuensis.quantize.analysis import compute_nodes, isolated_sensitivity
-from amanuensis.quantize.calibration import NOISE_FOLDER, find_calibration_clips, record_inputs, with_noisy_copies
-from amanuensis.quantize.pipeline import float_graph, sensitivity_clips, sensitivity_feeds
+from amanuensis.quantize.calibration import (
+    NOISE_FOLDER,
+    find_calibration_clips,
+    record_inputs,
+    sensitivity_clips,
+    with_noisy_copies,
+)
+from amanuensis.quantize.pipeline import float_graph, sensitivity_feeds
 from amanuensis.quantize.recipe import QuantRecipe
 from amanuensis.quantize.smooth import ALPHAS, apply_scales, channel_stats, scales_for, smoothable
 from amanuensis.runtime import RuntimeOptions

@@ -45,6 +45,7 @@ MULTILINGUAL_FOLDER = "multilingual"
 # these SNRs, drawn with a seed made from the clip's name (recorded in the table).
 CALIBRATION_SNRS_DB = (0.0, 5.0, 10.0, 15.0, 20.0)
 CALIBRATION_SEED_SALT = "calibration"
+SENSITIVITY_CLIPS = 4  # clips (half clean, half noisy) whose graph inputs rank node sensitivity (English-only)
 
 
 class CalibrationDataError(UserError):
@@ -206,6 +207,23 @@ def record_inputs(
         model.runtime.encoder.observer = None
         model.runtime.decoder_observer = None
     return recorded
+
+
+def sensitivity_clips(clips: list[CalibrationClip]) -> list[CalibrationClip]:
+    """The clips the dynamic scheme ranks node sensitivity on: half clean, half their noisy copies
+    (the second half of ``with_noisy_copies``). A multilingual model's get the first clip of every
+    language, so a node that only one language's decoding strains is ranked too."""
+    half = len(clips) // 2
+    if half == 0:  # a single clip
+        return list(clips)
+    first_of_language = {}
+    for i, clip in enumerate(clips[:half]):
+        first_of_language.setdefault(clip.language, i)
+    if len(first_of_language) > 1:
+        picked = list(first_of_language.values())
+    else:
+        picked = list(range(min(SENSITIVITY_CLIPS // 2, half)))
+    return [clips[i] for i in picked] + [clips[half + i] for i in picked]
 
 
 class FeedReader(CalibrationDataReader):

@@ -33,12 +33,14 @@ from amanuensis.quantize.analysis import (
 )
 from amanuensis.quantize.calibration import (
     NOISE_FOLDER,
+    SENSITIVITY_CLIPS,
     CalibrationClip,
     RecordedInputs,
     check_disjoint,
     compute_ranges,
     find_calibration_clips,
     record_inputs,
+    sensitivity_clips,
     with_noisy_copies,
 )
 from amanuensis.quantize.dynamic import KEPT_INTEGER
@@ -54,7 +56,6 @@ DEFAULT_TARGET_DELTA = (
     0.5  # mixed precision keeps going until clean speech loses at most this, and every condition passes
 )
 GATE_DECODING = TranscribeOptions(beam_size=1, best_of=1)  # greedy: deterministic and 5× cheaper than beams
-SENSITIVITY_CLIPS = 4  # calibration clips (clean and noisy) whose graph inputs rank node sensitivity
 SENSITIVITY_ENCODER_WINDOWS = 3
 SENSITIVITY_DECODER_STEPS = 64
 Log = Callable[[str], None]
@@ -156,23 +157,6 @@ def calibrate(
         )
         return table, feeds
     return table_from_inputs(checkpoint, recorded, recipe), feeds
-
-
-def sensitivity_clips(clips: list[CalibrationClip]) -> list[CalibrationClip]:
-    """The clips the dynamic scheme ranks node sensitivity on: half clean, half their noisy copies
-    (the second half of ``with_noisy_copies``). A multilingual model's get the first clip of every
-    language, so a node that only one language's decoding strains is ranked too."""
-    half = len(clips) // 2
-    if half == 0:  # a single clip
-        return list(clips)
-    first_of_language = {}
-    for i, clip in enumerate(clips[:half]):
-        first_of_language.setdefault(clip.language, i)
-    if len(first_of_language) > 1:
-        picked = list(first_of_language.values())
-    else:
-        picked = list(range(min(SENSITIVITY_CLIPS // 2, half)))
-    return [clips[i] for i in picked] + [clips[half + i] for i in picked]
 
 
 def table_from_inputs(checkpoint: WhisperCheckpoint, recorded: RecordedInputs, recipe: QuantRecipe) -> RangeTable:

@@ -111,8 +111,7 @@ def test_noisy_calibration_records_the_mix_and_sensitivity_inputs_are_spread(tin
 def test_multilingual_calibration_decodes_each_clip_in_its_language(base) -> None:
     """A multilingual model calibrates every language in that language, and ranks node sensitivity
     on a clip of each language, clean and noisy."""
-    from amanuensis.quantize.calibration import NOISE_FOLDER, with_noisy_copies
-    from amanuensis.quantize.pipeline import sensitivity_clips
+    from amanuensis.quantize.calibration import NOISE_FOLDER, sensitivity_clips, with_noisy_copies
 
     clips = find_calibration_clips(CALIBRATION_DIR, multilingual=True)
     languages = {"en", "de", "es", "fr", "it", "ja", "pt", "ru", "zh"}
