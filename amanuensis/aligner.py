@@ -15,7 +15,7 @@ import numpy as np
 from amanuensis import devices, export
 from amanuensis.export import GraphKind
 from amanuensis.export.io_names import cross_kv_names, new_kv_names, run_time_names
-from amanuensis.runtime import CrossKV, KVCache, ModelRuntime, make_session
+from amanuensis.runtime import CrossKV, KVCache, ModelRuntime, block_feed, make_session
 
 ALIGNMENT_BLOCK = 32  # tokens per run: a window's 20–120 tokens take 1–4 runs, not one padded to 232
 
@@ -42,16 +42,7 @@ class Aligner:
         blocks = []
         for start in range(0, len(tokens), ALIGNMENT_BLOCK):
             chunk = tokens[start : start + ALIGNMENT_BLOCK]
-            padded = np.zeros((1, ALIGNMENT_BLOCK), np.int64)  # after the chunk: never attended to by it
-            padded[0, : len(chunk)] = chunk
-            feed = {
-                "tokens": padded,
-                "offset": np.array([cache.length], np.int64),
-                "mask": cache.mask,
-                **floats,
-                **cache.inputs(rows=1),
-            }
-            scores, *new_kv = self.session.run(self._outputs, feed)
+            scores, *new_kv = self.session.run(self._outputs, block_feed(chunk, ALIGNMENT_BLOCK, cache, floats))
             cache.write_block(new_kv[0::2], new_kv[1::2], len(chunk))
             blocks.append(scores[:, : len(chunk)])
         return np.concatenate(blocks, axis=1)

@@ -282,19 +282,20 @@ class Prefill:
         logits = np.empty(0)
         for start in range(0, len(tokens), self.block):
             chunk = tokens[start : start + self.block]
-            padded = np.zeros((1, self.block), np.int64)  # padding sits after the chunk: never attended to
-            padded[0, : len(chunk)] = chunk
-            feed: dict[str, np.ndarray] = {
-                "tokens": padded,
-                "offset": np.array([cache.length], np.int64),
-                "mask": cache.mask,
-                "last": np.array([len(chunk) - 1], np.int64),
-                **cross,
-            }
-            feed |= cache.inputs(rows=1)  # every row holds the same prompt
+            feed = block_feed(chunk, self.block, cache, cross) | {"last": np.array([len(chunk) - 1], np.int64)}
             logits, *new_kv = self.session.run(self._output_names, feed)
             cache.write_block(new_kv[0::2], new_kv[1::2], len(chunk))
         return np.repeat(logits, cache.keys[0].shape[0], axis=0)
+
+
+def block_feed(chunk: list[int], block: int, cache: KVCache, cross: CrossKV) -> Feed:
+    """A block graph's inputs for ``chunk`` after the cached tokens: the chunk padded to ``block``
+    (padding sits after it, so it is never attended to), its position, the cache's first row
+    (every row holds the same prompt) and the cross K/V."""
+    padded = np.zeros((1, block), np.int64)
+    padded[0, : len(chunk)] = chunk
+    feed: Feed = {"tokens": padded, "offset": np.array([cache.length], np.int64), "mask": cache.mask, **cross}
+    return feed | cache.inputs(rows=1)
 
 
 class ModelRuntime:

@@ -301,11 +301,14 @@ def transcribe(
             seek += advance
             first_token = 0  # pieces are consecutive runs of the window's tokens
             kept = []  # (start, end, tokens, log-probabilities) of the window's segments with text
+            texts = []
             for start, end, piece in pieces:
                 logprobs = result.token_logprobs[first_token : first_token + len(piece)]
                 first_token += len(piece)
-                if start != end and tokenizer.decode(piece).strip():
+                text = tokenizer.decode(piece)
+                if start != end and text.strip():
                     kept.append((start, end, piece, logprobs))
+                    texts.append(text)
             words: list[list[Word] | None] = [None] * len(kept)
             if options.word_timestamps and kept:
                 sot = tokenizer.sot_sequence(info.language, options.task)
@@ -321,18 +324,18 @@ def transcribe(
                 )  # fmt: skip
                 if cut is not None:  # drop the doubtful segment and what follows; go on after its silence
                     keep, resume = cut
-                    timed, kept = timed[:keep], kept[:keep]
+                    timed, kept, texts = timed[:keep], kept[:keep], texts[:keep]
                     seek = max(window_start + 1, round(resume * FRAMES_PER_SECOND))
                     speech_end = timed[-1].end if timed else last_speech_end
                 last_speech_end = speech_end
                 kept = [(t.start, t.end, p, lp) for t, (_, _, p, lp) in zip(timed, kept, strict=True)]
                 words = [[_original_word(w, time_map) for w in t.words] for t in timed]
-            for (start, end, piece, logprobs), segment_words in zip(kept, words, strict=True):
+            for (start, end, piece, logprobs), text, segment_words in zip(kept, texts, words, strict=True):
                 all_tokens.extend(piece)
                 start, end = time_map.original(start), time_map.original(end, is_end=True)
                 yield Segment(
                     id=segment_id, seek=window_start, start=round(start, 3), end=round(end, 3),
-                    text=tokenizer.decode(piece), tokens=piece, token_logprobs=logprobs,
+                    text=text, tokens=piece, token_logprobs=logprobs,
                     temperature=result.temperature, avg_logprob=result.avg_logprob,
                     compression_ratio=result.compression_ratio, no_speech_prob=result.no_speech_prob,
                     words=segment_words,
