@@ -118,7 +118,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     from amanuensis.conditions import POOLED_MAX_DELTA, gate_conditions, pooled_delta
     from amanuensis.models import WhisperCheckpoint
     from amanuensis.quantize import user_table_path
-    from amanuensis.quantize.pipeline import DEFAULT_TARGET_DELTA, QuantizeConfig, run_quantization
+    from amanuensis.quantize.pipeline import DEFAULT_GROUP_SIZE, DEFAULT_TARGET_DELTA, QuantizeConfig, run_quantization
     from amanuensis.quantize.recipe import QuantRecipe
     from amanuensis.quantize.report import build_report, write_report
 
@@ -146,6 +146,7 @@ def run_quantize(args: argparse.Namespace) -> int:
         target_delta=DEFAULT_TARGET_DELTA if args.target_delta is None else args.target_delta,
         threads=args.threads,
         mixed_precision=not args.no_mixed_precision,
+        group_size=DEFAULT_GROUP_SIZE if args.group_size is None else args.group_size,
     )
     result = run_quantization(config, log=lambda line: print(line, file=sys.stderr))
     name = checkpoint.files.name

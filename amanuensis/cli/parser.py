@@ -309,6 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="keep nodes float until INT8 loses at most this many WER points (default 0.5)",
     )
+    qu.add_argument(
+        "--group-size",
+        type=int,
+        default=None,
+        help="nodes moved to a finer form (or float) per mixed-precision step, least calibration SQNR first "
+        "(default 2; larger needs fewer gate runs on big models)",
+    )
     qu.add_argument("--no-mixed-precision", action="store_true", help="report the all-INT8 result as it is")
     qu.add_argument(
         "--output",

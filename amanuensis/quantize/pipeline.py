@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -55,6 +55,7 @@ GATE_MAX_DELTA = 1.0  # WER points INT8 may never lose on clean speech; each con
 DEFAULT_TARGET_DELTA = (
     0.5  # mixed precision keeps going until clean speech loses at most this, and every condition passes
 )
+DEFAULT_GROUP_SIZE = 2  # nodes moved per mixed-precision step: small steps keep few nodes off plain INT8
 GATE_DECODING = TranscribeOptions(beam_size=1, best_of=1)  # greedy: deterministic and 5× cheaper than beams
 SENSITIVITY_ENCODER_WINDOWS = 3
 SENSITIVITY_DECODER_STEPS = 64
@@ -68,7 +69,7 @@ class QuantizeConfig:
     conditions: tuple[Condition, ...]  # what the gate judges (clean first); none shares audio with calibration
     recipe: QuantRecipe = field(default_factory=QuantRecipe.for_target)  # the CLI's default: cpu
     target_delta: float = DEFAULT_TARGET_DELTA  # stop keeping nodes float once clean speech loses at most this
-    group_size: int = 2  # nodes returned to float per mixed-precision step
+    group_size: int = DEFAULT_GROUP_SIZE  # nodes moved to a finer form (or float) per mixed-precision step
     patience: int = 3  # stop after this many steps without a better score (small sets are noisy)
     threads: int = 0  # intra-op threads (0 = one per core)
     mixed_precision: bool = True  # False: report the all-INT8 result as is
@@ -254,7 +255,10 @@ def mac_shares(
     return int8_mac_share(all_nodes, integer), int8_mac_share(all_nodes, wide)
 
 
-def _evaluate_all(model: WhisperModel, conditions: tuple[Condition, ...], label: str) -> dict[str, EvaluationReport]:
+def evaluate_conditions(
+    model: WhisperModel, conditions: Sequence[Condition], label: str
+) -> dict[str, EvaluationReport]:
+    """Each condition decoded as the gate decodes it (greedy; in its language, detection checked)."""
     reports = {}
     with tqdm(total=sum(len(c.entries) for c in conditions), desc=f"gate: {label}", unit="clip") as bar:
         for c in conditions:
@@ -287,7 +291,7 @@ def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationRe
     ranked: dict[str, list[NodeSensitivity]] = {graph: [] for graph in GRAPHS}  # ranked once a step fails
     order: list[tuple[float, str, str]] = []
     log(f"FP32 WER on {', '.join(c.name for c in config.conditions)} (greedy)")
-    fp32_reports = _evaluate_all(fp32, config.conditions, "FP32")
+    fp32_reports = evaluate_conditions(fp32, config.conditions, "FP32")
 
     steps: list[GateStep] = []
     float_nodes: list[tuple[str, str]] = []
@@ -305,7 +309,7 @@ def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationRe
             int8 = WhisperModel(
                 checkpoint, RuntimeOptions(precision="int8", threads=config.threads, range_table=table_path)
             )
-            int8_reports = _evaluate_all(int8, config.conditions, f"INT8 step {len(steps)}")
+            int8_reports = evaluate_conditions(int8, config.conditions, f"INT8 step {len(steps)}")
             results = tuple(compare(c, fp32_reports[c.name], int8_reports[c.name]) for c in config.conditions)
             integer_share, wide_share = mac_shares(checkpoint, table, nodes)
             step = GateStep(
