@@ -57,7 +57,7 @@ def benchmark(figures: dict) -> str:
 
 
 def gate(report: dict) -> str:
-    """``amanuensis quantize``'s report: the gate's result on each condition."""
+    """``amanuensis quantize``'s report, or ``tools/gate.py --json``: the gate's result on each condition."""
     lines = ["| condition | clips | FP32 WER | INT8 WER | Δ | QoI |", "|---|---:|---:|---:|---:|---:|"]
     for c in report["gate"]["conditions"]:
         lines.append(
@@ -85,6 +85,7 @@ def word_timing(figures: dict) -> str:
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "benchmark": ("models/tiny.en/benchmark.json", benchmark),
     "gate": ("models/tiny.en/quantization_report.json", gate),
+    "gate_no_vnni": ("models/tiny.en/gate_no_vnni.json", gate),
     "word_timing": ("models/tiny.en/word_timing.json", word_timing),
 }
 
