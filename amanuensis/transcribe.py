@@ -176,12 +176,17 @@ def _is_no_speech(result: DecodingResult, options: TranscribeOptions) -> bool:
     return options.logprob_threshold is None or result.avg_logprob <= options.logprob_threshold
 
 
+def _ends_on_single_timestamp(tokens: list[int], begin: int) -> bool:
+    """The window's last segment is closed by one timestamp: its speech runs on into the next window."""
+    return [t >= begin for t in tokens[-2:]] == [False, True]
+
+
 def _split_segments(
     tokens: list[int], begin: int, time_offset: float, window_frames: int
 ) -> tuple[list[tuple[float, float, list[int]]], int]:
     """Cut a window's tokens at timestamp pairs; returns (start, end, tokens) and frames to seek."""
     is_stamp = [t >= begin for t in tokens]
-    single_timestamp_ending = is_stamp[-2:] == [False, True]
+    single_timestamp_ending = _ends_on_single_timestamp(tokens, begin)
     consecutive = [i + 1 for i in range(len(tokens) - 1) if is_stamp[i] and is_stamp[i + 1]]
     pieces: list[tuple[float, float, list[int]]] = []
     if consecutive:
@@ -316,6 +321,13 @@ def transcribe(
                     aligner_for(runtime), tokenizer, cross, sot, kept, window_frames, info.language,
                     time_offset, last_speech_end,
                 )  # fmt: skip
+                last_word_end = next((t.words[-1].end for t in reversed(timed) if t.words), None)
+                if (
+                    last_word_end is not None
+                    and last_word_end > time_offset
+                    and not _ends_on_single_timestamp(result.tokens, tokenizer.timestamp_begin)
+                ):  # the next window starts where the last word ended, not at the last timestamp token
+                    seek = round(last_word_end * FRAMES_PER_SECOND)
                 threshold = options.hallucination_silence_threshold
                 window_end = time_offset + window_frames / FRAMES_PER_SECOND
                 audio_end = content_frames / FRAMES_PER_SECOND

@@ -66,6 +66,16 @@ def test_words_hold_over_long_audio_with_pauses(tiny_int8, validation) -> None:
     segments = list(tiny_int8.transcribe(np.concatenate(parts), GREEDY_WORDS)[0])
     assert max(s.end for s in segments) > 60.0
     _assert_consistent(segments)
+    # As Whisper does with word times: a window starts where the last one's last word ended, or
+    # (its last segment left open by a single timestamp) where that window ended
+    windows = [[s for s in segments if s.seek == seek] for seek in sorted({s.seek for s in segments})]
+    resumed_at_word = 0
+    for before, after in itertools.pairwise(windows):
+        last_word_end = before[-1].words[-1].end
+        at_word = abs(after[0].seek - last_word_end * 100) <= 1
+        assert at_word or after[0].seek == before[0].seek + 3000, (before[-1], after[0].seek)
+        resumed_at_word += at_word
+    assert resumed_at_word, "no window resumed at a word's end"
 
 
 def test_words_are_off_unless_asked(tiny_int8) -> None:
