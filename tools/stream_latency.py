@@ -2,16 +2,19 @@
 
     python tools/stream_latency.py [--limit N] [--update-interval 1.0] [--agreement 3] [--trim-after 20]
                                    [--unsure-probability 0.4] [--unsure-hold 3.0]
-                                   [--continuous] [--json out.json] [--manifest refs.tsv ...]
+                                   [--continuous] [--noise DIR] [--json out.json] [--manifest refs.tsv ...]
 
 Each clip is streamed with the default StreamOptions and compared with the offline
 transcription of the same clip decoded as the stream's final decode is (greedy, with Whisper's
 temperature fallback), and with a greedy decode without fallback (the reference before
 2026-11-24). The delay of a word is when a real-time loop on this machine would show it
-confirmed, minus when it ends in the audio (word ends are estimated from offline segment
+confirmed, minus when it ends in the audio (word ends from the offline transcription's word
 timestamps; see amanuensis/streaming/evaluation.py).
 With --continuous the clips are joined, 0.5 s apart, into one stream, as a talk would arrive:
-the buffer is then cut and prompted, which single clips rarely need.
+the buffer is then cut and prompted, which single clips rarely need. With --noise each clip is
+first mixed with one recording of that folder at 0–20 dB SNR, seeded by the clip's name, as the
+quantization gate's noisy condition is (choose settings with calibration_audio/noise on the
+calibration clips; confirm with tests/data/noise on the validation clips).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import numpy as np
 from common import ROOT, VALIDATION_MANIFEST, model_parser
 from tqdm import tqdm
 
-from amanuensis.audio import SAMPLE_RATE, load_audio
+from amanuensis import conditions
+from amanuensis.audio import SAMPLE_RATE
 from amanuensis.cli.flags import add_flags, from_flags
 from amanuensis.engine import WhisperModel
 from amanuensis.evaluation import read_manifest, word_error_rate
@@ -42,6 +46,7 @@ def main() -> None:
     add_flags(parser, AgreementPolicy)  # the stream command's policy flags (streaming.options)
     parser.add_argument("--limit", type=int, default=None, help="first N clips only")
     parser.add_argument("--continuous", action="store_true", help="one stream of all clips, 0.5 s apart")
+    parser.add_argument("--noise", type=Path, default=None, help="mix each clip with a recording of this folder")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     parser.add_argument(
         "--manifest",
@@ -54,13 +59,17 @@ def main() -> None:
         WhisperCheckpoint.load(args.model), RuntimeOptions(precision=args.precision, threads=args.threads)
     )
     options = StreamOptions(policy=from_flags(AgreementPolicy, args))
-    entries = [entry for manifest in args.manifest for entry in read_manifest(manifest)][: args.limit]
+    if args.noise is None:
+        entries = [entry for manifest in args.manifest for entry in read_manifest(manifest)][: args.limit]
+    else:
+        entries = [e for manifest in args.manifest for e in conditions.noisy(Path(manifest), args.noise).entries]
+        entries = entries[: args.limit]
     delays: list[float] = []
     streamed, offline, offline_no_fallback, references = [], [], [], []
     no_fallback = replace(options, decoding=replace(options.decoding, finish_temperatures=(0.0,)))
     compute = duration = 0.0
     missed = 0
-    recordings = [(load_audio(e.audio).samples, e.reference) for e in entries]
+    recordings = [(e.load().samples, e.reference) for e in entries]
     if args.continuous:
         gap = np.zeros(SAMPLE_RATE // 2, np.float32)
         joined = np.concatenate([piece for samples, _ in recordings for piece in (samples, gap)])
@@ -87,10 +96,12 @@ def main() -> None:
         ],
         "clips": len(entries),
         "continuous": args.continuous,
+        "noise": None if args.noise is None else str(args.noise),
         "audio_s": round(duration, 1),
         "words_timed": len(delays),
         "offline_words_not_confirmed": missed,
         "delay_median_s": round(float(np.median(delays)), 2),
+        "delay_p90_s": round(float(np.percentile(delays, 90)), 2),
         "delay_p95_s": round(float(np.percentile(delays, 95)), 2),
         "stream_rtf": round(compute / duration, 3),
         "wer_stream_vs_offline": round(word_error_rate(offline, streamed), 2),
