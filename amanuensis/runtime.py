@@ -45,7 +45,12 @@ class RuntimeOptions:
         return devices.plan(self.backend, self.device, self.ep, self.allow_fallback)
 
     def settings(self) -> SessionSettings:
-        return SessionSettings(threads=self.threads, allow_fallback=self.allow_fallback)
+        exact = False
+        if self.precision == "int8":
+            from amanuensis.quantize.kernels import needs_exact_products
+
+            exact = needs_exact_products()
+        return SessionSettings(threads=self.threads, allow_fallback=self.allow_fallback, exact_integer_products=exact)
 
 
 def make_session(path: Path, options: RuntimeOptions, session_plan: SessionPlan | None = None) -> GraphSession:

@@ -27,6 +27,8 @@ from amanuensis.devices import CPU_EP, DeviceUnavailable, SessionPlan
 RECORD_ASSIGNMENT = "session.record_ep_graph_assignment_info"
 DISABLE_CPU_FALLBACK = "session.disable_cpu_ep_fallback"
 ALLOW_SPINNING = "session.intra_op.allow_spinning"
+# On x86 without VNNI: onnxruntime stores constant int8 weights as uint8 for its u8×u8 kernels
+EXACT_U8S8 = "session.x64quantprecision"
 OPENVINO_NON_COMPUTE = ("Parameter", "Result", "Constant")  # graph plumbing, not work placed on a device
 # EPs that compile a graph for their device and can save the result as an EP context model
 # (onnxruntime's EPContext node): the next session loads that instead of compiling again.
@@ -56,6 +58,10 @@ class SessionSettings:
     # graph, so only the first session on a machine pays for compiling. Off where a caller needs the
     # node-by-node placement of a fresh compile (a context model shows one EPContext node per partition).
     compiled_cache: bool = True
+    # onnxruntime's CPU EP multiplies u8 activations by constant s8 weights in its exact u8×u8 kernels
+    # where its u8×s8 one saturates (x86 without VNNI; amanuensis.quantize.kernels): the static
+    # flavours keep int8 weights for their NPUs, and this makes the CPU compute what the NPU does.
+    exact_integer_products: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,8 @@ class OnnxRuntimeSession:
         options.add_session_config_entry(RECORD_ASSIGNMENT, "1")
         options.add_session_config_entry(ALLOW_SPINNING, "1" if settings.spin_idle_threads else "0")
         options.log_severity_level = settings.log_severity
+        if settings.exact_integer_products:
+            options.add_session_config_entry(EXACT_U8S8, "1")
         options.enable_cpu_mem_arena = settings.memory_arena
         if settings.memory_arena:
             shared_cpu_arena()

@@ -11,7 +11,9 @@ graphs still round as this CPU rounds). VNNI (``vpdpbusd``), AMX and ARM's dot p
 and keep the faster int8 form.
 
 The CPU flavour is built on the machine that runs it, so it is built for that machine's kernels
-(and cached apart: ``amanuensis.quantize.int8_dir``).
+(and cached apart: ``amanuensis.quantize.int8_dir``). The static NPU flavours keep their int8
+weights (the NPUs need them); on such a CPU their onnxruntime sessions ask for its u8×u8 kernels
+instead (``needs_exact_products``), which rewrite constant int8 weights the same way.
 """
 
 from __future__ import annotations
@@ -33,11 +35,6 @@ WEIGHTS_ENV = "AMANUENSIS_INT8_WEIGHTS"  # "int8" or "uint8": overrides what the
 INT32_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
 OFFSET = 128  # int8 level v is stored as the uint8 v + 128
-# Static NPU graphs keep int8 weights (the NPU needs them so); measured on such a CPU's EP
-STATIC_ON_SATURATING_CPU = (
-    "warning: this CPU has no VNNI, so onnxruntime's CPU EP saturates the u8×s8 products of the {target} "
-    "graphs measured here: their WER is not what the NPU computes (measure on a VNNI machine)"
-)
 
 
 def _cpu_flags() -> frozenset[str] | None:
@@ -72,6 +69,14 @@ def weight_storage() -> str:
             raise OptionsError(f"{WEIGHTS_ENV} must be {SIGNED} or {UNSIGNED}, not {override!r}")
         return override
     return UNSIGNED if saturating_cpu() else SIGNED
+
+
+def needs_exact_products() -> bool:
+    """Whether INT8 sessions on onnxruntime's CPU EP here must ask for its u8×u8 kernels
+    (``session.x64quantprecision``): the static NPU flavours keep int8 weights, which it would
+    otherwise saturate. Only where the CPU flavour's weights are uint8 too: onnxruntime's own
+    weight rewrite fails on the dynamic encoder's int8 weights (onnxruntime 1.32)."""
+    return saturating_cpu() and weight_storage() == UNSIGNED
 
 
 def store_weights_unsigned(model: onnx.ModelProto) -> int:

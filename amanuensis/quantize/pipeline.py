@@ -22,7 +22,7 @@ from amanuensis.engine import WhisperModel
 from amanuensis.evaluation import EvaluationReport, ManifestEntry, evaluate
 from amanuensis.export import GraphKind
 from amanuensis.models import WhisperCheckpoint
-from amanuensis.quantize import GRAPHS, build_int8_graph, int8_dir, kernels
+from amanuensis.quantize import GRAPHS, build_int8_graph, int8_dir
 from amanuensis.quantize.analysis import (
     ComputeNode,
     NodeSensitivity,
@@ -275,8 +275,6 @@ def run_quantization(config: QuantizeConfig, log: Log = print) -> QuantizationRe
         check_disjoint(clips, [e.audio for e in condition.entries])
     if config.noisy_calibration:
         clips = with_noisy_copies(clips, config.calibration_dir / NOISE_FOLDER)
-    if config.recipe.scheme == "static" and kernels.saturating_cpu():
-        log(kernels.STATIC_ON_SATURATING_CPU.format(target=config.recipe.target))
     log(
         f"calibrating {checkpoint.files.name} on {len(clips)} clips from {config.calibration_dir} "
         f"({config.recipe.describe()})"

@@ -1,21 +1,26 @@
-"""The CPU flavour is built for the integer kernels of the machine that runs it."""
+"""INT8 is computed exactly by the integer kernels of the machine that runs it: the CPU flavour is
+built for them, the static flavours ask onnxruntime for its exact ones."""
 
 from __future__ import annotations
 
 import platform
+from dataclasses import replace
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import numpy_helper
 
 from amanuensis import export
 from amanuensis.errors import OptionsError
 from amanuensis.export import GraphKind
 from amanuensis.export.io_names import cross_kv_names
-from amanuensis.quantize import kernels
+from amanuensis.quantize import kernels, load_table
 from amanuensis.quantize.dynamic import build_dynamic
+from amanuensis.quantize.qdq import build_qdq
 from amanuensis.quantize.recipe import QuantRecipe
+from amanuensis.runtime import RuntimeOptions, make_session
 
 from ..conftest import sqnr_db
 
@@ -88,3 +93,38 @@ def test_uint8_weights_compute_what_int8_weights_compute_without_saturation(tiny
     if not kernels.saturating_cpu():
         same = _run(signed, feed, names)
         assert min(sqnr_db(s, q) for s, q in zip(same, got, strict=True)) > 60.0
+
+
+def _weights_unsigned_by_hand(source, target) -> int:
+    """``source`` with every constant int8 weight a DequantizeLinear reads (and its zero point)
+    stored as uint8 + 128: the same values, multiplied by u8×u8 kernels on every CPU."""
+    model = onnx.load(str(source))
+    initializers = {i.name: i for i in model.graph.initializer}
+    converted: set[str] = set()
+    for node in model.graph.node:
+        weight = initializers.get(node.input[0])
+        if node.op_type != "DequantizeLinear" or weight is None or weight.data_type != onnx.TensorProto.INT8:
+            continue
+        for name in node.input[0], node.input[2]:
+            if name not in converted:
+                values = numpy_helper.to_array(initializers[name]).astype(np.int16) + kernels.OFFSET
+                initializers[name].CopyFrom(numpy_helper.from_array(values.astype(np.uint8), name))
+                converted.add(name)
+    onnx.save(model, str(target))
+    return len(converted)
+
+
+def test_static_int8_weights_run_exactly_on_this_cpu(tiny, mel_window, tmp_path) -> None:
+    """A static 8-bit flavour keeps int8 weights (its NPU needs them). Run by the runtime on the
+    CPU EP, its outputs are those of the same graph with uint8 weights, which no CPU saturates:
+    where u8×s8 would saturate (no VNNI) the session asks onnxruntime for its u8×u8 kernels."""
+    table = load_table(tiny.checkpoint, target="openvino")
+    source = export.graph_path(tiny.checkpoint, GraphKind.ENCODER)
+    static, by_hand = tmp_path / "static.onnx", tmp_path / "uint8.onnx"
+    build_qdq(source, static, replace(table.recipe, smooth=False, split_ffn=False), table.ranges["encoder"])
+    assert _weights_unsigned_by_hand(static, by_hand) > 0
+    names = [n for layer in range(tiny.checkpoint.dims.n_text_layer) for n in cross_kv_names(layer)]
+    runtime = make_session(static, RuntimeOptions(precision="int8", threads=2, device="cpu"))
+    got = runtime.run(names, {"mel": mel_window[None]})
+    exact = _run(by_hand, {"mel": mel_window[None]}, names)
+    assert all(np.array_equal(g, e) for g, e in zip(got, exact, strict=True))
