@@ -171,6 +171,11 @@ def test_quantize_refuses_calibration_that_overlaps_validation(tmp_path: Path) -
     assert "Traceback" not in result.stderr
 
 
+def test_quantize_refuses_an_empty_search_step() -> None:
+    result = run("quantize", "--group-size", "0")
+    assert result.returncode == 2 and "group_size and patience must be at least 1" in result.stderr
+
+
 def test_quantize_refuses_a_folder_without_audio(tmp_path: Path) -> None:
     result = run("quantize", "--calibration-dir", tmp_path, "--validation", VALIDATION_MANIFEST)
     assert result.returncode == 1 and "holds no audio files" in result.stderr

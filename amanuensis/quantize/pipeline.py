@@ -19,6 +19,7 @@ from tqdm import tqdm
 from amanuensis import export
 from amanuensis.conditions import Condition, ConditionResult, compare, gate_passed, gate_shortfall
 from amanuensis.engine import WhisperModel
+from amanuensis.errors import OptionsError
 from amanuensis.evaluation import EvaluationReport, ManifestEntry, evaluate
 from amanuensis.export import GraphKind
 from amanuensis.models import WhisperCheckpoint
@@ -74,6 +75,10 @@ class QuantizeConfig:
     threads: int = 0  # intra-op threads (0 = one per core)
     mixed_precision: bool = True  # False: report the all-INT8 result as is
     noisy_calibration: bool = True  # also calibrate on each clip mixed with real noise
+
+    def __post_init__(self) -> None:
+        if self.group_size < 1 or self.patience < 1:
+            raise OptionsError(f"group_size and patience must be at least 1 (got {self.group_size}, {self.patience})")
 
 
 @dataclass(frozen=True)
