@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, VALIDATION_MANIFEST, model_parser
+from common import VALIDATION_MANIFEST, gate_conditions, model_parser
 
 CONFIGS = ("amanuensis-int8", "faster-whisper-int8", "amanuensis-fp32", "faster-whisper-float32")
 WORDS_CONFIG = "amanuensis-int8-words"  # INT8 with word timestamps: what they cost (only when asked for)
@@ -90,17 +90,8 @@ def _theirs(config: str, directory: Path, threads: int):
 
 def _sets(model: str, manifest: Path, detect: bool) -> list[tuple]:
     """(condition, set name, language given to the engines or None to detect) per set."""
-    from amanuensis import conditions
-    from amanuensis.models import WhisperCheckpoint
-
-    found = conditions.gate_conditions(
-        manifest,
-        ROOT / conditions.DEFAULT_GATE_NOISE,
-        ROOT / conditions.DEFAULT_NOIZEUS,
-        ROOT / conditions.DEFAULT_MULTILINGUAL if WhisperCheckpoint.load(model).is_multilingual else None,
-    )
     sets = []
-    for c in found:
+    for c in gate_conditions(model, manifest):
         language = c.language or "en"
         sets.append((c, c.name, language))
         if detect and c.language:

@@ -16,11 +16,10 @@ import platform
 import time
 from pathlib import Path
 
-from common import ROOT, model_parser
+from common import gate_conditions, model_parser
 
 from amanuensis import conditions
 from amanuensis.engine import load_model
-from amanuensis.models import WhisperCheckpoint
 from amanuensis.quantize import kernels
 from amanuensis.quantize.pipeline import evaluate_conditions
 from amanuensis.runtime import RuntimeOptions
@@ -32,14 +31,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here (tools/doc_tables.py renders them)")
     args = parser.parse_args()
 
-    checkpoint = WhisperCheckpoint.load(args.model)
-    languages = ROOT / conditions.DEFAULT_MULTILINGUAL if checkpoint.is_multilingual else None
-    found = conditions.gate_conditions(
-        ROOT / conditions.DEFAULT_VALIDATION,
-        ROOT / conditions.DEFAULT_GATE_NOISE,
-        ROOT / conditions.DEFAULT_NOIZEUS,
-        languages,
-    )
+    found = gate_conditions(args.model)
     fp32 = load_model(args.model, RuntimeOptions(precision="fp32", threads=args.threads))
     int8 = load_model(args.model, RuntimeOptions(precision="int8", threads=args.threads, range_table=args.table))
     fp32_reports = evaluate_conditions(fp32, found, "FP32")
@@ -47,7 +39,7 @@ def main() -> None:
     results = [conditions.compare(c, fp32_reports[c.name], int8_reports[c.name]) for c in found]
 
     machine = (
-        f"{platform.machine()}, {'VNNI' if not kernels.saturating_cpu() else 'no VNNI'}, "
+        f"{platform.machine()}, {'no VNNI' if kernels.saturating_cpu() else 'VNNI'}, "
         f"{kernels.weight_storage()} weights, {args.threads} threads, {time.strftime('%Y-%m-%d')}"
     )
     print(f"\n{args.model} INT8 ({args.table or 'shipped table'}), {machine}")

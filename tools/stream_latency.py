@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from amanuensis import conditions
 from amanuensis.audio import SAMPLE_RATE
 from amanuensis.cli.flags import add_flags, from_flags
 from amanuensis.engine import WhisperModel
-from amanuensis.evaluation import read_manifest, word_error_rate
+from amanuensis.evaluation import ManifestEntry, read_manifest, word_error_rate
 from amanuensis.models import WhisperCheckpoint
 from amanuensis.runtime import RuntimeOptions
 from amanuensis.streaming import AgreementPolicy, StreamOptions
@@ -59,11 +60,11 @@ def main() -> None:
         WhisperCheckpoint.load(args.model), RuntimeOptions(precision=args.precision, threads=args.threads)
     )
     options = StreamOptions(policy=from_flags(AgreementPolicy, args))
-    if args.noise is None:
-        entries = [entry for manifest in args.manifest for entry in read_manifest(manifest)][: args.limit]
-    else:
-        entries = [e for manifest in args.manifest for e in conditions.noisy(Path(manifest), args.noise).entries]
-        entries = entries[: args.limit]
+
+    def clips(manifest: str) -> Sequence[ManifestEntry]:
+        return read_manifest(manifest) if args.noise is None else conditions.noisy(Path(manifest), args.noise).entries
+
+    entries = [entry for manifest in args.manifest for entry in clips(manifest)][: args.limit]
     delays: list[float] = []
     streamed, offline, offline_no_fallback, references = [], [], [], []
     no_fallback = replace(options, decoding=replace(options.decoding, finish_temperatures=(0.0,)))
