@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 
 from amanuensis.cli.commands import run_devices, run_evaluate, run_inspect, run_quantize, run_stream
+from amanuensis.cli.interrupts import INTERRUPTS, Terminated
 from amanuensis.cli.parser import UsageError, build_parser
-from amanuensis.cli.transcribe import Terminated, run_transcribe, terminate
+from amanuensis.cli.transcribe import run_transcribe
 from amanuensis.errors import OptionsError, UserError
 
 __all__ = ["UsageError", "build_parser", "main"]
@@ -18,13 +17,8 @@ __all__ = ["UsageError", "build_parser", "main"]
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, terminate) if on_main_thread else None
-    try:
+    with INTERRUPTS.installed():
         return _run(args)
-    finally:
-        if on_main_thread:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from amanuensis.audio import AudioError
+from amanuensis.cli.interrupts import INTERRUPTS
 from amanuensis.cli.parser import PROGRESS_MIN_SECONDS, UsageError, temperature_schedule
 from amanuensis.errors import OptionsError
 from amanuensis.runtime import RuntimeOptions
@@ -126,8 +127,9 @@ def progress_bar(duration: float, mode: str):
     bar = tqdm(total=round(duration, 2), unit="s", unit_scale=False, file=sys.stderr, leave=False, dynamic_ncols=True)
 
     def update(done: int, total: int) -> None:
-        bar.n = round(duration * done / max(total, 1), 2)
-        bar.refresh()
+        with INTERRUPTS.held():
+            bar.n = round(duration * done / max(total, 1), 2)
+            bar.refresh()
 
     return bar, update
 
@@ -196,8 +198,9 @@ def run_transcribe(args: argparse.Namespace) -> int:
                     from amanuensis.writers import format_timestamp
 
                     stamps = f"[{format_timestamp(segment.start)} --> {format_timestamp(segment.end)}]"
-                    (bar.write if bar else print)(f"{stamps} {segment.text.strip()}")
-                    sys.stdout.flush()  # each segment as it is decoded, also into a pipe
+                    with INTERRUPTS.held():
+                        (bar.write if bar else print)(f"{stamps} {segment.text.strip()}")
+                        sys.stdout.flush()  # each segment as it is decoded, also into a pipe
         except KeyboardInterrupt:
             if bar:
                 bar.close()
@@ -243,11 +246,3 @@ def keep_interrupted(
     write_outputs(transcript, partial, subtitles)
     where = next(iter(partial.values())).with_suffix(".*")
     print(f"amanuensis: interrupted: {path} up to {reached:.1f} s written to {where} (incomplete)", file=sys.stderr)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C (what was done is kept) but with its own exit status."""
-
-
-def terminate(signum: int, frame: object) -> None:
-    raise Terminated()

@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from amanuensis.cli import main
+from amanuensis.cli.interrupts import INTERRUPTS, Terminated
 from amanuensis.writers import OutputError, Transcript, write_outputs
 
 from ..conftest import SAMPLE
@@ -108,3 +109,13 @@ def test_an_interrupted_file_keeps_what_was_done(tmp_path, sig, status) -> None:
     assert run.returncode == status, err
     assert "(incomplete)" in err and not (out / "long.txt").exists()
     assert (out / "long.partial.txt").read_text().strip().startswith("If the reader will excuse me")
+
+
+def test_a_signal_during_a_console_write_stops_after_it() -> None:
+    """A signal that arrives inside a console write (tqdm's lock held) is raised when the write is
+    done, so the write is whole and the stop is the usual interrupt, not a lock error."""
+    written = []
+    with INTERRUPTS.installed(), pytest.raises(Terminated), INTERRUPTS.held():
+        os.kill(os.getpid(), signal.SIGTERM)
+        written.append("the whole line")
+    assert written == ["the whole line"]
